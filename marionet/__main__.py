@@ -1,0 +1,3 @@
+from marionet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""All configuration in one place: `MARIONET_*` environment variables (documented in the README's table)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UPSTREAM_MODELS = ("kling-v3-motion-control", "kling-v2-6-motion-control")
+DEFAULT_MODEL = "kling-v3-motion-control"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MARIONET_", extra="ignore")
+
+    # Storage
+    data_dir: Path = Field(Path("marionet-data"), description="SQLite file, inputs, results and the secret.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir.")
+    storage_dir: Path | None = Field(
+        None, description="Inputs and results; must be shared by all machines in a cluster. Default data_dir."
+    )
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(
+        None, description="Base URL clients reach the server at, used in result and file links."
+    )
+    secret: str | None = Field(
+        None, description="Signs result links and callbacks; default: generated once into data_dir/secret."
+    )
+
+    # Work
+    queue: Literal["embedded", "celery"] = "embedded"
+    workers: int = Field(1, ge=1, description="Embedded pool size: tasks run at once on this server.")
+    max_attempts: int = Field(2, ge=1)
+    max_running_per_key: int = 2
+    max_queued_per_key: int = 20
+    retention_hours: float = 24.0
+    result_link_ttl_s: int = 24 * 3600
+
+    # Models: upstream model name -> engine name
+    model_v3_engine: str = "marionet-cpu"
+    model_v2_6_engine: str = "marionet-cpu"
+
+    # Ingestion
+    url_allowlist: str = Field(
+        "", description="Comma-separated hosts or CIDR networks that may be fetched despite being private."
+    )
+    fetch_connect_timeout_s: float = 10.0
+    fetch_read_timeout_s: float = 30.0
+
+    # Scale-out
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'marionet.db').resolve()}"
+
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.data_dir).resolve()
+
+    def engine_for_model(self, model: str) -> str:
+        """Engine that runs `model`; an engine's own name maps to itself."""
+        return {
+            "kling-v3-motion-control": self.model_v3_engine,
+            "kling-v2-6-motion-control": self.model_v2_6_engine,
+        }.get(model, model)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,33 @@
+"""Engines: each turns a character image and a driving video into an MP4 (see `base.Engine`)."""
+
+from __future__ import annotations
+
+from marionet.engine.base import AnimationRequest, AnimationResult, Engine, ProgressFn, no_progress
+
+CPU_ENGINE = "marionet-cpu"
+
+
+def engine_names() -> list[str]:
+    """Names of the engines this installation can run."""
+    return [CPU_ENGINE]
+
+
+def load_engine(name: str) -> Engine:
+    """Construct the engine called `name`; imports are lazy so the API starts without loading models."""
+    if name == CPU_ENGINE:
+        from marionet.engine.cpu import CpuEngine
+
+        return CpuEngine()
+    raise KeyError(name)
+
+
+__all__ = [
+    "AnimationRequest",
+    "AnimationResult",
+    "CPU_ENGINE",
+    "Engine",
+    "ProgressFn",
+    "engine_names",
+    "load_engine",
+    "no_progress",
+]

@@ -1,0 +1,244 @@
+"""The one video reader and the one video writer (PyAV). Frames stream; a whole video is never in memory.
+
+Frames are RGB uint8 arrays of shape (height, width, 3), already turned upright by the stream's rotation
+metadata, so phone videos read the way they play.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from marionet.errors import InputError
+
+MAX_OUTPUT_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a probe learns about a video file. width/height are the displayed (rotated) size."""
+
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    frame_count: int
+    rotation: int
+    codec: str
+    has_audio: bool
+    container: str
+
+    @property
+    def output_fps(self) -> float:
+        """Frame rate of the output: the driving video's, at most 30 fps."""
+        return min(self.fps, MAX_OUTPUT_FPS)
+
+    @property
+    def output_frame_count(self) -> int:
+        """Frames of the output: the driving video's duration to the frame at output_fps."""
+        if self.fps <= MAX_OUTPUT_FPS:
+            return self.frame_count
+        return max(1, round(self.duration_s * self.output_fps))
+
+
+def _rotation_of(stream: av.video.stream.VideoStream, first_frame: av.VideoFrame | None) -> int:
+    rotation = 0
+    if first_frame is not None:
+        rotation = int(round(getattr(first_frame, "rotation", 0) or 0))
+    return rotation % 360
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    # Display-matrix rotation is counter-clockwise; np.rot90 turns counter-clockwise too.
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=k)) if k else image
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Open the container, decode its first frame and describe the video. Raises InputError(video_invalid)."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise InputError(
+                    "The video file has no video stream.", code="video_no_stream", param="video_url"
+                )
+            stream = container.streams.video[0]
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise InputError(
+                    "The video stream has no decodable frame.", code="video_invalid", param="video_url"
+                )
+            rotation = _rotation_of(stream, first)
+            width, height = first.width, first.height
+            if rotation in (90, 270):
+                width, height = height, width
+            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+            fps = float(rate)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            else:
+                duration = 0.0
+            frames = stream.frames or max(1, round(duration * fps))
+            return VideoInfo(
+                width=width,
+                height=height,
+                fps=fps,
+                duration_s=duration,
+                frame_count=int(frames),
+                rotation=rotation,
+                codec=stream.codec_context.name,
+                has_audio=bool(container.streams.audio),
+                container=container.format.name,
+            )
+    except InputError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, StopIteration) as exc:
+        raise InputError(
+            f"The video could not be read: {exc}", code="video_invalid", param="video_url"
+        ) from exc
+
+
+def read_frames(path: str | Path, info: VideoInfo | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield (index, timestamp_s, rgb) at the output frame rate (the source's, at most 30 fps).
+
+    Above 30 fps, the source frame nearest each output timestamp is kept, so duration is preserved.
+    """
+    info = info or probe_video(path)
+    out_fps = info.output_fps
+    resample = info.fps > MAX_OUTPUT_FPS
+    total = info.output_frame_count
+    index = 0
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = None
+        for frame in container.decode(stream):
+            if index >= total:
+                break
+            t = float(frame.time) if frame.time is not None else index / info.fps
+            if start is None:
+                start = t
+            t -= start
+            if resample:
+                # Skip source frames until this one is the nearest to the next output timestamp.
+                target = index / out_fps
+                if t + 0.5 / info.fps < target:
+                    continue
+            rgb = _upright(frame.to_ndarray(format="rgb24"), info.rotation)
+            yield index, index / out_fps, rgb
+            index += 1
+
+
+class VideoWriter:
+    """H.264 yuv420p MP4 with faststart; optionally carries another file's audio (AAC), cut to the video.
+
+    Audio is interleaved as frames are written, so memory stays flat however long the video is.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        width: int,
+        height: int,
+        fps: float,
+        crf: int = 23,
+        preset: str = "veryfast",
+        audio_from: str | Path | None = None,
+    ) -> None:
+        if width % 2 or height % 2:
+            raise ValueError("yuv420p needs even width and height")
+        self.path = Path(path)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.frames_written = 0
+        self._container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._stream = self._container.add_stream("libx264", rate=self.fps)
+        self._stream.width = width
+        self._stream.height = height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = Fraction(1, 1) / self.fps
+        self._stream.options = {"crf": str(crf), "preset": preset}
+        self._audio: _AudioCarrier | None = None
+        if audio_from is not None:
+            carrier = _AudioCarrier(audio_from, self._container)
+            self._audio = carrier if carrier.stream is not None else None
+
+    @property
+    def has_audio(self) -> bool:
+        return self._audio is not None
+
+    def write(self, rgb: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self.frames_written
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+        if self._audio is not None:
+            self._audio.mux_until(self.frames_written / float(self.fps))
+
+    def close(self) -> None:
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._audio.finish(self.frames_written / float(self.fps))
+        self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            if self._audio is not None:
+                self._audio.source.close()
+            self._container.close()
+            self.path.unlink(missing_ok=True)
+
+
+class _AudioCarrier:
+    """Decodes a source's first audio track and re-encodes it as AAC into an output container, in step."""
+
+    def __init__(self, source: str | Path, container: av.container.OutputContainer) -> None:
+        self.source = av.open(str(source), metadata_errors="ignore")
+        self.stream = None
+        if not self.source.streams.audio:
+            self.source.close()
+            return
+        in_stream = self.source.streams.audio[0]
+        self.rate = in_stream.codec_context.sample_rate or 48000
+        self.stream = container.add_stream("aac", rate=self.rate)
+        self.stream.layout = "stereo"
+        self.stream.time_base = Fraction(1, self.rate)
+        self._container = container
+        self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=self.rate, frame_size=1024)
+        self._frames = self.source.decode(in_stream)
+        self._written = 0
+        self._done = False
+
+    def mux_until(self, seconds: float) -> None:
+        limit = math.floor(seconds * self.rate)
+        while not self._done and self._written < limit:
+            frame = next(self._frames, None)
+            chunks = self._resampler.resample(frame)  # None flushes the resampler
+            if frame is None:
+                self._done = True
+            for chunk in chunks:
+                chunk.pts = self._written
+                self._written += chunk.samples
+                for packet in self.stream.encode(chunk):
+                    self._container.mux(packet)
+
+    def finish(self, seconds: float) -> None:
+        self.mux_until(seconds)
+        for packet in self.stream.encode(None):
+            self._container.mux(packet)
+        self.source.close()
