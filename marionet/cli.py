@@ -70,7 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from marionet.api.app import create_app
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(settings, run_workers=settings.embedded_workers)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
 

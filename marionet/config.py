@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # Work
     queue: Literal["embedded", "celery"] = "embedded"
     workers: int = Field(1, ge=1, description="Embedded pool size: tasks run at once on this server.")
+    embedded_workers: bool = Field(
+        True,
+        description="Run the embedded pool in `serve`; false serves the API only (tasks wait for workers).",
+    )
     max_attempts: int = Field(2, ge=1)
     max_running_per_key: int = 2
     max_queued_per_key: int = 20

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
 import threading
 import time
@@ -37,9 +38,18 @@ class Dispatcher(Protocol):
     def stop(self) -> None: ...
 
 
-def _child_main(task_id: str, settings: Settings) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """A child whose server died (SIGKILL) must stop too: the next server reruns its task."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent_pid:
+            os._exit(3)
+
+
+def _child_main(task_id: str, settings: Settings, parent_pid: int) -> None:
     """Entry point of the child process running one task."""
     logging.basicConfig(level=logging.INFO)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     execute_task(task_id, settings)
 
 
@@ -111,7 +121,7 @@ class EmbeddedDispatcher:
 
     def _run_child(self, task_id: str) -> None:
         child = self._ctx.Process(
-            target=_child_main, args=(task_id, self.settings), name=f"marionet-{task_id}"
+            target=_child_main, args=(task_id, self.settings, os.getpid()), name=f"marionet-{task_id}"
         )
         child.start()
         with self._lock:
