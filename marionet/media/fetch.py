@@ -75,6 +75,10 @@ def check_url(url: str, settings: Settings, param: str) -> IPAddress:
     return resolve_checked(host, port, parse_allowlist(settings.url_allowlist), param)
 
 
+class _DeadlinePassed(httpcore.ReadTimeout):
+    """The whole exchange ran past MARIONET_FETCH_TOTAL_TIMEOUT_S (e.g. a body dripping in byte by byte)."""
+
+
 class _DeadlineStream(httpcore.NetworkStream):
     """A socket stream whose every read and write also stops at the request's overall deadline."""
 
@@ -83,17 +87,32 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._deadline = deadline
         self._total_s = total_s
 
-    def _bounded(self, timeout: float | None, error: type[Exception]) -> float:
+    def _passed(self) -> _DeadlinePassed:
+        return _DeadlinePassed(f"the transfer did not finish within {self._total_s:g} s")
+
+    def _bounded(self, timeout: float | None) -> float:
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
-            raise error(f"the transfer did not finish within {self._total_s:g} s")
+            raise self._passed()
         return remaining if timeout is None else min(timeout, remaining)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._bounded(timeout, httpcore.ReadTimeout))
+        bounded = self._bounded(timeout)
+        try:
+            return self._inner.read(max_bytes, bounded)
+        except httpcore.ReadTimeout:
+            if timeout is None or bounded < timeout:
+                raise self._passed() from None
+            raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._bounded(timeout, httpcore.WriteTimeout))
+        bounded = self._bounded(timeout)
+        try:
+            self._inner.write(buffer, bounded)
+        except httpcore.WriteTimeout:
+            if timeout is None or bounded < timeout:
+                raise self._passed() from None
+            raise
 
     def close(self) -> None:
         self._inner.close()
@@ -101,9 +120,7 @@ class _DeadlineStream(httpcore.NetworkStream):
     def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.NetworkStream:
-        inner = self._inner.start_tls(
-            ssl_context, server_hostname, self._bounded(timeout, httpcore.ConnectTimeout)
-        )
+        inner = self._inner.start_tls(ssl_context, server_hostname, self._bounded(timeout))
         return _DeadlineStream(inner, self._deadline, self._total_s)
 
     def get_extra_info(self, info: str) -> Any:
@@ -191,17 +208,18 @@ class _Session:
 
 
 @contextmanager
-def _network_errors(url: str, settings: Settings, param: str) -> Iterator[None]:
+def _network_errors(settings: Settings, param: str) -> Iterator[None]:
     """Turn transport failures into InputError codes a user can act on."""
     try:
         yield
     except httpcore.TimeoutException as exc:
-        raise InputError(
-            f"Fetching {param} timed out ({exc or 'no answer'}; connect timeout "
-            f"{settings.fetch_connect_timeout_s:g} s, read timeout {settings.fetch_read_timeout_s:g} s).",
-            code="fetch_timeout",
-            param=param,
-        ) from exc
+        if isinstance(exc, _DeadlinePassed):
+            detail = f"{exc} (MARIONET_FETCH_TOTAL_TIMEOUT_S)"
+        elif isinstance(exc, httpcore.ConnectTimeout):
+            detail = f"no connection within the connect timeout of {settings.fetch_connect_timeout_s:g} s"
+        else:
+            detail = f"no data for the read timeout of {settings.fetch_read_timeout_s:g} s"
+        raise InputError(f"Fetching {param} timed out: {detail}.", code="fetch_timeout", param=param) from exc
     except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
         raise InputError(f"Fetching {param} failed: {exc}.", code="fetch_failed", param=param) from exc
 
@@ -253,7 +271,7 @@ def fetch_to_file(url: str, dest: Path, settings: Settings, *, max_bytes: int, p
     try:
         with (
             _Session(settings, param, settings.fetch_total_timeout_s) as session,
-            _network_errors(url, settings, param),
+            _network_errors(settings, param),
         ):
             for hop in range(MAX_REDIRECTS + 1):
                 with session.stream("GET", current, {}) as response:
@@ -313,7 +331,7 @@ def post_json(url: str, body: bytes, headers: dict[str, str], settings: Settings
     param = "callback_url"
     target = parse_url(url, param)
     total_s = settings.fetch_connect_timeout_s + settings.fetch_read_timeout_s
-    with _Session(settings, param, total_s) as session, _network_errors(url, settings, param):
+    with _Session(settings, param, total_s) as session, _network_errors(settings, param):
         request_headers = {"Content-Type": "application/json", **headers}
         with session.stream("POST", target, request_headers, body) as response:
             return response.status

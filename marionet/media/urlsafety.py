@@ -43,7 +43,7 @@ def parse_allowlist(value: str) -> Allowlist:
         if not entry:
             continue
         try:
-            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            networks.append(ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False))
         except ValueError:
             hosts.add(entry.lower().rstrip("."))
     return Allowlist(frozenset(hosts), tuple(networks))
