@@ -8,7 +8,7 @@ first frame decoded and their packet index walked so a truncated file is caught 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -174,8 +174,11 @@ def _open_error(exc: BaseException) -> InputError:
     return _video_error(f"The video could not be read as MP4/MOV ({reason}).")
 
 
-def _scan_container(path: Path) -> None:
-    """Open with the MP4/MOV demuxer only, require a video stream and every indexed frame in the file."""
+def _scan_container(path: Path) -> tuple[int, float]:
+    """Open with the MP4/MOV demuxer only, require a video stream and every indexed frame in the file.
+
+    Returns (frames, seconds the frames' timestamps span, one average frame interval included).
+    """
     try:
         with av.open(str(path), format="mov", metadata_errors="ignore") as container:
             if not container.streams.video:
@@ -183,10 +186,16 @@ def _scan_container(path: Path) -> None:
                 raise _video_error(f"The file has no video stream ({held}).", "video_no_stream")
             stream = container.streams.video[0]
             declared = int(stream.frames or 0)
-            found = 0
+            time_base = float(stream.time_base or 0)
+            found, first, last = 0, None, None
             try:
                 for packet in container.demux(stream):
-                    found += 1 if packet.size else 0
+                    if not packet.size:
+                        continue
+                    found += 1
+                    if packet.pts is not None:
+                        first = packet.pts if first is None else min(first, packet.pts)
+                        last = packet.pts if last is None else max(last, packet.pts)
             except (av.FFmpegError, OSError):
                 pass  # a read error mid-file is what truncation looks like: counted below
     except InputError:
@@ -195,6 +204,10 @@ def _scan_container(path: Path) -> None:
         raise _open_error(exc) from exc
     if declared and found < declared:
         raise _video_error(f"The video is truncated: {found} of its {declared} frames are in the file.")
+    if found < 2 or first is None or last is None or last <= first:
+        return found, 0.0
+    span = (last - first) * time_base
+    return found, span + span / (found - 1)
 
 
 def inspect_video(path: Path) -> VideoInfo:
@@ -211,8 +224,12 @@ def inspect_video(path: Path) -> VideoInfo:
     # Only ISO-BMFF bytes reach a demuxer: FFmpeg's format guessing would also open playlists and the like.
     if sniff_kind(head) != "video":
         raise _video_error(f"The video must be an MP4 or MOV file; this is {_describe(head)}.")
-    _scan_container(path)
+    frames, span_s = _scan_container(path)
     info = probe_video(path)
+    if span_s > 0 and abs(span_s - info.duration_s) > 1.5 / max(info.fps, 1.0):
+        # The container's duration disagrees with its frames' timestamps (seen with variable frame rates):
+        # the timestamps are what plays.
+        info = replace(info, duration_s=span_s, frame_count=frames, fps=frames / span_s)
     if info.duration_s <= 0 or info.fps <= 0:
         raise _video_error("The video has no usable duration or frame rate.")
     return info
