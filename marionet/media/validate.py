@@ -125,8 +125,9 @@ def check_image_limits(info: ImageInfo) -> None:
         )
     ratio = info.width / info.height
     if ratio > IMAGE_MAX_ASPECT or ratio < 1 / IMAGE_MAX_ASPECT:
+        shown = f"{ratio:.3f}:1" if ratio >= 1 else f"1:{1 / ratio:.3f}"
         raise _image_error(
-            f"The image is {info.width}x{info.height}, an aspect ratio of {ratio:.2f}:1; it must lie between "
+            f"The image is {info.width}x{info.height}, an aspect ratio of {shown}; it must lie between "
             f"1:{IMAGE_MAX_ASPECT:g} and {IMAGE_MAX_ASPECT:g}:1.",
             "image_aspect_ratio",
         )
