@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     fetch_total_timeout_s: float = Field(
         300.0, description="Longest a whole fetch (redirects, headers and body) may take: stops slow drips."
     )
+    probe_timeout_s: float = Field(
+        60.0, description="Longest the isolated check of one input file may take before it is refused."
+    )
+    probe_memory_mb: int = Field(
+        4096, description="Address-space cap of the process checking one input file."
+    )
     input_cache_ttl_s: float = Field(
         3600.0,
         description="How long a fetched URL's content is reused by later tasks without fetching again.",

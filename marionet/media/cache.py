@@ -29,7 +29,8 @@ from typing import Any
 
 from marionet.config import Settings
 from marionet.errors import InputError, PayloadTooLarge
-from marionet.media.validate import ImageInfo, check_image, inspect_video
+from marionet.media.sandbox import validate_isolated
+from marionet.media.validate import ImageInfo
 from marionet.media.video import VideoInfo
 
 _CHUNK = 1024 * 1024
@@ -94,6 +95,8 @@ class InputCache:
         self.tmp = self.root / "tmp"
         self.url_ttl_s = settings.input_cache_ttl_s
         self.retention_s = settings.retention_hours * 3600
+        self.probe_timeout_s = settings.probe_timeout_s
+        self.probe_memory_mb = settings.probe_memory_mb
         for folder in (self.blobs, self.urls, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -131,7 +134,8 @@ class InputCache:
         return self.blobs / f"{sha256}.{kind}.json"
 
     def validate(self, sha256: str, path: Path, kind: str) -> ImageInfo | VideoInfo:
-        """Validate `path` (whose hash is sha256) as `kind` once; later calls answer from the stored verdict.
+        """Validate `path` (whose hash is sha256) as `kind` once, in a limited child process (media.sandbox);
+        later calls answer from the stored verdict.
 
         Raises the same InputError as the first validation did.
         """
@@ -144,7 +148,9 @@ class InputCache:
             if isinstance(verdict.get("error"), dict):
                 raise _error_from(verdict["error"])
         try:
-            info = check_image(path) if kind == "image" else inspect_video(path)
+            info = validate_isolated(
+                path, kind, timeout_s=self.probe_timeout_s, memory_mb=self.probe_memory_mb
+            )
         except InputError as exc:
             error = {"code": exc.code, "message": exc.message, "param": exc.param, "status": exc.status}
             _write_json(verdict_path, {"version": _VERDICT_VERSION, "error": error})
