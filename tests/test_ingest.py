@@ -264,8 +264,21 @@ def test_prune_removes_entries_unused_past_retention(settings, tmp_path):
     cache = InputCache(settings)
     assert len(list(cache.blobs.iterdir())) == 2  # the bytes and their verdict
     assert cache.prune(now=time.time()) == 0
+    assert cache.maybe_prune() == 0  # pruned moments ago by the load itself
     assert cache.prune(now=time.time() + settings.retention_hours * 3600 + 60) == 2
     assert list(cache.blobs.iterdir()) == []
+
+
+def test_ingestion_prunes_old_entries_by_itself(settings, tmp_path):
+    cache = InputCache(settings)
+    old = cache.blob("0" * 64)
+    old.write_bytes(b"stale")
+    long_ago = time.time() - settings.retention_hours * 3600 - 60
+    os.utime(old, (long_ago, long_ago))
+    (cache.root / ".pruned").touch()
+    os.utime(cache.root / ".pruned", (long_ago, long_ago))
+    load_input(str(DATA / "halfbody_ref_elf.jpg"), "image", tmp_path / "t", settings, allow_local=True)
+    assert not old.exists() and len(list(cache.blobs.iterdir())) == 2
 
 
 # Per-task folder ----------------------------------------------------------------------------------------

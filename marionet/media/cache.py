@@ -9,7 +9,7 @@ Layout under `storage_dir/cache` (shared by every worker of a cluster, like the 
   `MARIONET_INPUT_CACHE_TTL_S` ago is not fetched again. A lock file beside it makes concurrent tasks asking
   for the same URL wait for one fetch instead of each fetching.
 - `tmp/`: downloads in progress, renamed into `blobs/` when complete.
-Entries unused for `retention_hours` are removed by `prune()`.
+Entries unused for `retention_hours` are removed by `prune()`, which ingestion runs at most once an hour.
 """
 
 from __future__ import annotations
@@ -189,6 +189,17 @@ class InputCache:
         for used in (self.blob(sha256), *self.blobs.glob(f"{sha256}.*.json")):
             with contextlib.suppress(OSError):
                 os.utime(used)
+
+    def maybe_prune(self, interval_s: float = 3600.0) -> int:
+        """prune() at most once per interval_s across all processes sharing the cache (a marker file's age)."""
+        marker = self.root / ".pruned"
+        try:
+            if time.time() - marker.stat().st_mtime < interval_s:
+                return 0
+        except FileNotFoundError:
+            pass
+        marker.touch()
+        return self.prune()
 
     def prune(self, now: float | None = None) -> int:
         """Remove entries unused for longer than retention_hours; return how many files went."""
