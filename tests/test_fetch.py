@@ -304,3 +304,23 @@ def test_https_to_a_pinned_address_keeps_the_name_for_sni_and_certificate(tmp_pa
         assert err.value.code == "fetch_failed" and "certificate verify failed" in err.value.message
     finally:
         server.close()
+
+
+def test_unanswered_connection_hits_the_connect_timeout(tmp_path):
+    # A listener that never accepts, its one-slot queue already taken: the next handshake gets no answer.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    try:
+        settings = _settings(tmp_path, fetch_connect_timeout_s=0.5, fetch_read_timeout_s=5.0)
+        with pytest.raises(InputError) as err:
+            fetch_to_file(
+                f"http://127.0.0.1:{port}/a.mp4", tmp_path / "x", settings, max_bytes=100, param="video_url"
+            )
+        assert err.value.code == "fetch_timeout"
+        assert "no connection within the connect timeout of 0.5 s" in err.value.message
+    finally:
+        filler.close()
+        listener.close()

@@ -5,7 +5,6 @@ Bounded: a few hundred examples per property, a few seconds each on two cores.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,6 @@ from ingest_media import image_bytes, make_video
 from marionet.errors import InputError
 from marionet.media.validate import check_image_bytes, inspect_video
 from marionet.media.video import VideoInfo
-
-_WORK = Path(tempfile.mkdtemp(prefix="marionet-fuzz-"))
-_SEED_VIDEO = make_video(_WORK / "seed.mp4", width=352, height=352, seconds=0.5, faststart=True).read_bytes()
-_SEED_PNG = image_bytes(320, 320, ".png")
-_SEED_JPEG = image_bytes(320, 320, ".jpg")
 
 _FUZZ = settings(
     max_examples=500,
@@ -45,35 +39,48 @@ def mutated(draw, seed: bytes) -> bytes:
     return bytes(data)
 
 
-def _probe(data: bytes) -> VideoInfo | None:
-    path = _WORK / "case.mp4"
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("fuzz")
+    return {
+        "work": work,
+        "video": make_video(
+            work / "seed.mp4", width=352, height=352, seconds=0.5, faststart=True
+        ).read_bytes(),
+        "png": image_bytes(320, 320, ".png"),
+        "jpeg": image_bytes(320, 320, ".jpg"),
+    }
+
+
+def _probe(work: Path, data: bytes) -> VideoInfo | None:
+    path = work / "case.mp4"
     path.write_bytes(data)
     try:
         return inspect_video(path)
     except InputError as exc:
         assert exc.code in {"video_invalid", "video_no_stream"}, exc.code
-        assert str(_WORK) not in exc.message
+        assert str(work) not in exc.message
         return None
 
 
 @_FUZZ
-@given(mutated(_SEED_VIDEO))
-def test_probe_survives_mutated_mp4(data):
-    info = _probe(data)
+@given(data=st.data())
+def test_probe_survives_mutated_mp4(seeds, data):
+    info = _probe(seeds["work"], data.draw(mutated(seeds["video"])))
     if info is not None:
         assert info.width > 0 and info.height > 0 and info.duration_s > 0 and info.frame_count > 0
 
 
 @_FUZZ
-@given(st.binary(max_size=2048).map(lambda tail: b"\0\0\0\x18ftypisom\0\0\0\0isommp41" + tail))
-def test_probe_survives_random_boxes(data):
-    _probe(data)
+@given(tail=st.binary(max_size=2048))
+def test_probe_survives_random_boxes(seeds, tail):
+    _probe(seeds["work"], b"\0\0\0\x18ftypisom\0\0\0\0isommp41" + tail)
 
 
-@pytest.mark.parametrize("seed", [_SEED_PNG, _SEED_JPEG], ids=["png", "jpeg"])
-def test_image_checks_survive_mutations(seed):
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+def test_image_checks_survive_mutations(seeds, kind):
     @_FUZZ
-    @given(mutated(seed))
+    @given(mutated(seeds[kind]))
     def check(data):
         try:
             info = check_image_bytes(data)
