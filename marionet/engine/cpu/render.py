@@ -42,9 +42,10 @@ def part_transforms(rig: CharacterRig, motion: Motion, frame: int) -> list[np.nd
                 rest[spec.start], rest[spec.end], posed[spec.start], posed[spec.end], scale
             )
         else:
-            linear, shift = _bone_map(
-                rest[spec.start], rest[spec.end], posed[spec.start], posed[spec.end], scale
-            )
+            axis = layer.axis * (-1.0 if motion.mirrored[frame] else 1.0, 1.0)
+            length = float(np.linalg.norm(rig.joints[spec.end] - rig.joints[spec.start]))
+            start = rest[spec.start]
+            linear, shift = _bone_map(start, start + axis * length, posed[spec.start], posed[spec.end], scale)
         matrix = np.eye(3)
         matrix[:2, :2] = linear
         matrix[:2, 2] = shift
@@ -125,8 +126,8 @@ def _composite(
     warped = cv2.warpAffine(
         layer.rgba, local, (x1 - x0, y1 - y0), flags=settings.interpolation, borderMode=cv2.BORDER_CONSTANT
     )
-    alpha = warped[..., 3:4].astype(np.float32) * (1.0 / 255.0)
+    # Premultiplied "over" in uint8 with cv2's saturating SIMD ops: out = out * (1 - alpha) + colour.
+    inverse = cv2.cvtColor(255 - warped[..., 3], cv2.COLOR_GRAY2RGB)
     roi = canvas[y0:y1, x0:x1]
-    blended = roi.astype(np.float32) * (1.0 - alpha) + warped[..., :3].astype(np.float32)
-    np.clip(blended, 0, 255, out=blended)
-    roi[...] = blended.astype(np.uint8)
+    behind = cv2.multiply(roi, inverse, scale=1.0 / 255.0)
+    cv2.add(behind, warped[..., :3], dst=roi)
