@@ -7,8 +7,11 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from sqlalchemy.exc import DBAPIError
 
 from marionet.cluster.app import RUN_TASK, make_celery, queue_for_engine
 from marionet.cluster.leases import LeaseStore
@@ -24,30 +27,27 @@ def default_worker_id() -> str:
 class Heartbeat(threading.Thread):
     """Renews the lease of the task this worker runs and requeues tasks whose own worker went silent."""
 
-    def __init__(self, leases: LeaseStore, worker_id: str, interval_s: float) -> None:
+    def __init__(self, leases: LeaseStore, interval_s: float) -> None:
         super().__init__(name="marionet-heartbeat", daemon=True)
         self.leases = leases
-        self.worker_id = worker_id
         self.interval_s = interval_s
         self.current: str | None = None
         self._stop_event = threading.Event()
 
     @contextmanager
     def holding(self, task_id: str) -> Iterator[None]:
-        """Hold `task_id`'s lease while the body runs (beaten before the claim, so it is never unleased)."""
-        self.leases.renew(task_id, self.worker_id)
+        """Beat `task_id`'s heartbeat while the body runs (the claim itself sets the first beat)."""
         self.current = task_id
         try:
             yield
         finally:
             self.current = None
-            self.leases.release(task_id, self.worker_id)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:
                 if self.current is not None:
-                    self.leases.renew(self.current, self.worker_id)
+                    self.leases.renew(self.current)
                 for task_id in self.leases.requeue_stale():
                     log.warning("requeued task %s: its worker stopped sending heartbeats", task_id)
             except Exception:  # the database may be briefly unreachable; the next beat tries again
@@ -58,19 +58,41 @@ class Heartbeat(threading.Thread):
         self._stop_event.set()
 
 
+def _migrate_with_retry(settings: Settings, attempts: int = 10) -> None:
+    """Bring the schema up to date; the API may be migrating the same database at this very moment."""
+    from marionet.tasks.db import migrate
+
+    for attempt in range(1, attempts + 1):
+        try:
+            migrate(settings)
+            return
+        except DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(1.0)
+
+
 def run_worker(settings: Settings, engines: list[str], worker_id: str | None = None) -> int:
     """Serve the engines' queues until a warm shutdown (SIGTERM finishes the running task first)."""
     from marionet.tasks.runner import execute_task
+    from marionet.tasks.store import Store
 
     worker_id = worker_id or default_worker_id()
+    _migrate_with_retry(settings)
     app = make_celery(settings)
-    leases = LeaseStore(settings, app)
-    heartbeat = Heartbeat(leases, worker_id, settings.heartbeat_interval_s)
+    store = Store(settings)
+    leases = LeaseStore(settings, app, store)
+    heartbeat = Heartbeat(leases, settings.heartbeat_interval_s)
 
-    @app.task(name=RUN_TASK)
+    # A database hiccup before the claim must not lose the message: retry it later instead of acking it.
+    @app.task(name=RUN_TASK, autoretry_for=(DBAPIError,), retry_backoff=True, max_retries=None)
     def run_task(task_id: str) -> None:
-        # A message for a task that is no longer pending (done, cancelled, or running elsewhere) is a no-op:
-        # execute_task's claim only succeeds on a pending task.
+        # The claim succeeds only on a pending task, so a message for a task that is done, cancelled or
+        # running elsewhere (a redelivery) is acknowledged without doing anything.
+        if not store.claim(task_id):
+            log.info("task %s is not pending any more; message dropped", task_id)
+            return
+        log.info("worker %s running task %s", worker_id, task_id)
         with heartbeat.holding(task_id):
             execute_task(task_id, settings)
 

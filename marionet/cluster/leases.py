@@ -1,0 +1,54 @@
+"""Task leases in the database: a running worker beats `tasks.heartbeat_at`; silent workers' tasks are requeued.
+
+This is what makes a SIGKILLed worker lose nothing within seconds, instead of waiting for Redis's visibility
+timeout: any live worker finds the stale task, puts it back to pending (or fails it after max_attempts) and
+sends a new message. A message delivered twice is harmless: only a pending task can be claimed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from celery import Celery
+
+from marionet.cluster.app import RUN_TASK, queue_for_engine
+from marionet.config import Settings
+from marionet.tasks.callbacks import deliver_callback_in_background
+from marionet.tasks.store import Store
+
+REAPER_LOCK = "marionet:reaper"
+
+
+class LeaseStore:
+    def __init__(self, settings: Settings, app: Celery, store: Store) -> None:
+        self.settings = settings
+        self.app = app
+        self.store = store
+        self.redis = redis.Redis.from_url(settings.redis_url)
+
+    def renew(self, task_id: str) -> None:
+        """Beat the task's heartbeat (progress 0 never lowers the recorded progress)."""
+        self.store.report_progress(task_id, 0)
+
+    def requeue_stale(self) -> list[str]:
+        """Requeue or fail every processing task whose heartbeat is older than the lease; returns their ids."""
+        # One reaper at a time across the cluster, so a task is never requeued twice for one death.
+        lock_ms = int(max(self.settings.lease_timeout_s, 5) * 1000)
+        if not self.redis.set(REAPER_LOCK, "1", nx=True, px=lock_ms):
+            return []
+        try:
+            requeued, failed = self.store.recover_interrupted(
+                stale_before=time.time() - self.settings.lease_timeout_s
+            )
+            for task_id in requeued:
+                self.enqueue(task_id)
+            for task_id in failed:
+                deliver_callback_in_background(task_id, self.settings)
+            return requeued + failed
+        finally:
+            self.redis.delete(REAPER_LOCK)
+
+    def enqueue(self, task_id: str) -> None:
+        engine = self.store.get_task(task_id).engine
+        self.app.send_task(RUN_TASK, args=[task_id], queue=queue_for_engine(engine))
