@@ -11,10 +11,12 @@ import time
 
 import redis
 from celery import Celery
+from sqlalchemy import func, select
 
 from marionet.cluster.app import RUN_TASK, queue_for_engine
 from marionet.config import Settings
 from marionet.tasks.callbacks import deliver_callback_in_background
+from marionet.tasks.models import PROCESSING, Task
 from marionet.tasks.store import Store
 
 REAPER_LOCK = "marionet:reaper"
@@ -48,6 +50,15 @@ class LeaseStore:
             return requeued + failed
         finally:
             self.redis.delete(REAPER_LOCK)
+
+    def key_is_busy(self, task_id: str) -> bool:
+        """Whether the task's key already has its limit of tasks running (checked, not locked: approximate)."""
+        with self.store.session() as session:
+            key_id = select(Task.api_key_id).where(Task.id == task_id).scalar_subquery()
+            running = session.scalar(
+                select(func.count()).where(Task.api_key_id == key_id, Task.status == PROCESSING)
+            )
+        return (running or 0) >= self.settings.max_running_per_key
 
     def enqueue(self, task_id: str) -> None:
         engine = self.store.get_task(task_id).engine
