@@ -31,6 +31,7 @@ def measure(workers: int, tasks: int, image: Path, video: Path) -> dict:
         for n in range(workers):
             cluster.start_worker(f"w{n + 1}")
         image_url, video_url = cluster.upload(image), cluster.upload(video)
+        load_before = os.getloadavg()[0]
         started = time.monotonic()
         ids = [cluster.create_task(image_url, video_url) for _ in range(tasks)]
 
@@ -47,6 +48,8 @@ def measure(workers: int, tasks: int, image: Path, video: Path) -> dict:
         "completed": completed,
         "seconds": round(elapsed, 1),
         "tasks_per_minute": round(completed / elapsed * 60, 2),
+        # Other work on the machine skews the figures: record how busy it was.
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -63,12 +66,14 @@ def main() -> int:
     print(
         json.dumps({"machine": machine, "input": [args.image.name, args.video.name], "runs": rows}, indent=2)
     )
-    print("\n| worker processes | tasks | completed | wall time (s) | tasks / minute |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "\n| worker processes | tasks | completed | wall time (s) | tasks / minute | load avg (start, end) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(
             f"| {row['workers']} | {row['tasks']} | {row['completed']} | {row['seconds']} "
-            f"| {row['tasks_per_minute']} |"
+            f"| {row['tasks_per_minute']} | {row['load_avg_1m'][0]}, {row['load_avg_1m'][1]} |"
         )
     return 0
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+import redis
 
-from tests.clusterkit import TERMINAL, Cluster, running_cluster, wait_for
-
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+from marionet.cluster import RUN_TASK, make_celery, queue_for_engine
+from marionet.config import Settings
+from tests.clusterkit import REPO, TERMINAL, Cluster, running_cluster, wait_for
 
 IMAGE = "halfbody_ref_elf.jpg"
 VIDEO = "halfbody_talk_3s.mp4"
@@ -49,6 +53,20 @@ def running_on(cluster: Cluster, task_id: str) -> str | None:
     return next((name for name in cluster.workers if pattern.search(cluster.log(name))), None)
 
 
+def test_worker_refuses_engines_it_cannot_run() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "marionet", "worker", "--engines", "marionet-cpu,no-such-gpu-engine"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "no-such-gpu-engine" in out.stdout
+
+
+@pytest.mark.services
+@pytest.mark.slow
 def test_sigkilled_worker_loses_nothing(cluster: Cluster, inputs: tuple[str, str]) -> None:
     cluster.start_worker("w1")
     cluster.start_worker("w2")
@@ -86,6 +104,8 @@ def test_sigkilled_worker_loses_nothing(cluster: Cluster, inputs: tuple[str, str
     assert response.content[4:8] == b"ftyp"
 
 
+@pytest.mark.services
+@pytest.mark.slow
 def test_cancel_reaches_a_worker_and_restart_picks_up_queued_work(
     cluster: Cluster, inputs: tuple[str, str]
 ) -> None:
@@ -107,7 +127,40 @@ def test_cancel_reaches_a_worker_and_restart_picks_up_queued_work(
     cluster.kill_worker("w1", signal.SIGTERM)
     queued = [cluster.create_task(*inputs) for _ in range(2)]
     assert [cluster.task(i)["status"] for i in queued] == ["pending", "pending"]
+    # The same task also waits on another engine's queue, which this CPU worker never declared.
+    gpu_queue = queue_for_engine("some-gpu-engine")
+    make_celery(Settings(redis_url=cluster.redis_url)).send_task(RUN_TASK, args=[queued[0]], queue=gpu_queue)
     cluster.start_worker("w1-restarted")
     tasks = wait_terminal(cluster, queued)
     assert [tasks[i]["status"] for i in queued] == ["completed", "completed"]
     assert all(running_on(cluster, i) == "w1-restarted" for i in queued)
+    assert redis.Redis.from_url(cluster.redis_url).llen(gpu_queue) == 1
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_stalled_worker_never_writes_a_second_result(cluster: Cluster, inputs: tuple[str, str]) -> None:
+    stalled = cluster.start_worker("stalled")
+    task_id = cluster.create_task(*inputs)
+    wait_for(
+        lambda: cluster.task(task_id)["status"] == "processing" and cluster.task(task_id)["progress"] >= 10,
+        TASK_TIMEOUT_S,
+        "the task inside the engine",
+    )
+    # Frozen, the worker sends no heartbeats: another worker takes the task over and completes it.
+    os.killpg(stalled.pid, signal.SIGSTOP)
+    cluster.start_worker("rescuer")
+    task = wait_terminal(cluster, [task_id])[task_id]
+    assert task["status"] == "completed"
+    assert db_rows(cluster, "SELECT attempts FROM tasks") == [(2,)]
+
+    # Thawed, it finds its attempt superseded and exits before it can write anything.
+    os.killpg(stalled.pid, signal.SIGCONT)
+    assert stalled.wait(timeout=120) == 75
+    assert "was taken over" in cluster.log("stalled")
+    assert [p.name for p in (cluster.root / "shared" / "results").iterdir()] == [f"{task_id}.mp4"]
+    with httpx.Client(timeout=60) as client:
+        response = client.get(task["results"][0])
+    assert response.status_code == 200
+    assert response.content[4:8] == b"ftyp"
+    assert cluster.task(task_id)["status"] == "completed"

@@ -11,12 +11,12 @@ import time
 
 import redis
 from celery import Celery
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from marionet.cluster.app import RUN_TASK, queue_for_engine
 from marionet.config import Settings
 from marionet.tasks.callbacks import deliver_callback_in_background
-from marionet.tasks.models import PROCESSING, Task
+from marionet.tasks.models import PENDING, PROCESSING, Task
 from marionet.tasks.store import Store
 
 REAPER_LOCK = "marionet:reaper"
@@ -29,9 +29,22 @@ class LeaseStore:
         self.store = store
         self.redis = redis.Redis.from_url(settings.redis_url)
 
-    def renew(self, task_id: str) -> None:
-        """Beat the task's heartbeat (progress 0 never lowers the recorded progress)."""
-        self.store.report_progress(task_id, 0)
+    def renew(self, task_id: str, attempt: int) -> bool:
+        """Beat the heartbeat of this attempt at the task; False once the task was taken over by another.
+
+        Taken over means requeued (status back to pending) or claimed again (a higher attempt): this worker
+        looked dead to the others, so it must stop before it writes a result that is no longer its own.
+        """
+        with self.store.session.begin() as session:
+            row = session.execute(select(Task.status, Task.attempts).where(Task.id == task_id)).one_or_none()
+            if row is None or row.attempts != attempt or row.status == PENDING:
+                return False
+            session.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.attempts == attempt, Task.status == PROCESSING)
+                .values(heartbeat_at=time.time())
+            )
+        return True
 
     def requeue_stale(self) -> list[str]:
         """Requeue or fail every processing task whose heartbeat is older than the lease; returns their ids."""

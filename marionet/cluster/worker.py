@@ -31,13 +31,13 @@ class Heartbeat(threading.Thread):
         super().__init__(name="marionet-heartbeat", daemon=True)
         self.leases = leases
         self.interval_s = interval_s
-        self.current: str | None = None
+        self.current: tuple[str, int] | None = None
         self._stop_event = threading.Event()
 
     @contextmanager
-    def holding(self, task_id: str) -> Iterator[None]:
-        """Beat `task_id`'s heartbeat while the body runs (the claim itself sets the first beat)."""
-        self.current = task_id
+    def holding(self, task_id: str, attempt: int) -> Iterator[None]:
+        """Beat this attempt's heartbeat while the body runs (the claim itself sets the first beat)."""
+        self.current = (task_id, attempt)
         try:
             yield
         finally:
@@ -46,10 +46,14 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:
-                if self.current is not None:
-                    self.leases.renew(self.current)
+                current = self.current
+                if current is not None and not self.leases.renew(*current):
+                    # Another worker owns this task now; exiting at once is the only way to be sure this
+                    # process never writes its result too. The unacknowledged message comes back as a no-op.
+                    log.error("task %s attempt %d was taken over; stopping this worker", *current)
+                    os._exit(75)
                 for task_id in self.leases.requeue_stale():
-                    log.warning("requeued task %s: its worker stopped sending heartbeats", task_id)
+                    log.warning("task %s requeued or failed: its worker stopped sending heartbeats", task_id)
             except Exception:  # the database may be briefly unreachable; the next beat tries again
                 log.exception("heartbeat failed")
             self._stop_event.wait(self.interval_s)
@@ -97,8 +101,9 @@ def run_worker(settings: Settings, engines: list[str], worker_id: str | None = N
         if not store.claim(task_id):
             log.info("task %s is not pending any more; message dropped", task_id)
             return
-        log.info("worker %s running task %s", worker_id, task_id)
-        with heartbeat.holding(task_id):
+        attempt = store.get_task(task_id).attempts
+        log.info("worker %s running task %s (attempt %d)", worker_id, task_id, attempt)
+        with heartbeat.holding(task_id, attempt):
             execute_task(task_id, settings)
 
     heartbeat.start()
