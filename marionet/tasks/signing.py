@@ -62,7 +62,7 @@ def verify_result_link(task_id: str, expires: str, signature: str, settings: Set
     except ValueError:
         raise PermissionDenied("This result link is not valid.", param="expires") from None
     expected = _link_signature(task_id, expires_at, settings)
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass")):
         raise PermissionDenied("This result link is not valid.", param="signature")
     if expires_at < time.time():
         raise Gone("This result link has expired; read the task again for a fresh one.", code="link_expired")
