@@ -21,8 +21,6 @@ class CeleryDispatcher:
         self.settings = settings
         self.store = store or Store(settings)
         self.app = make_celery(settings)
-        # Nothing runs here; kept so that code reading the embedded pool's `running` works unchanged.
-        self.running = 0
 
     def start(self) -> None:
         """Send pending tasks again, in case the API stopped between saving a task and enqueueing it.
