@@ -65,6 +65,23 @@ def test_worker_refuses_engines_it_cannot_run() -> None:
     assert "no-such-gpu-engine" in out.stdout
 
 
+def test_embedded_default_needs_no_broker(tmp_path: Path) -> None:
+    """The default app starts its pool without importing Celery or Redis (so neither needs to be running)."""
+    code = (
+        "import sys; from marionet.api.app import create_app; from marionet.config import Settings; "
+        f"app = create_app(Settings(data_dir={str(tmp_path)!r})); "
+        "print(type(app.state.dispatcher).__name__, 'celery' in sys.modules, 'redis' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, env=clean_env()
+    )
+    assert out.stdout.split() == ["EmbeddedDispatcher", "False", "False"], out.stderr
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MARIONET_")}
+
+
 @pytest.mark.services
 @pytest.mark.slow
 def test_sigkilled_worker_loses_nothing(cluster: Cluster, inputs: tuple[str, str]) -> None:
