@@ -114,14 +114,14 @@ class Cluster:
         }
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         data_dir = self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it until it exits
         return subprocess.Popen(
             [sys.executable, "-m", "marionet", *args],
             cwd=REPO,
-            env=self.env(data_dir),
+            env={**self.env(data_dir), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -149,8 +149,8 @@ class Cluster:
         except httpx.HTTPError:
             return False
 
-    def start_worker(self, name: str, *extra: str) -> subprocess.Popen:
-        proc = self._spawn(name, ["worker", *extra])
+    def start_worker(self, name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        proc = self._spawn(name, ["worker", *extra], env)
         self.workers[name] = proc
         wait_for(lambda: "ready." in self.log(name) or proc.poll() is not None, 60, f"worker {name}")
         if proc.poll() is not None:

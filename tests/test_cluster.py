@@ -181,3 +181,17 @@ def test_stalled_worker_never_writes_a_second_result(cluster: Cluster, inputs: t
     assert response.status_code == 200
     assert response.content[4:8] == b"ftyp"
     assert cluster.task(task_id)["status"] == "completed"
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_worker_fails_a_task_past_its_time_limit(cluster: Cluster, inputs: tuple[str, str]) -> None:
+    worker = cluster.start_worker("w1", env={"MARIONET_TASK_TIMEOUT_S": "2"})
+    task_id = cluster.create_task(*inputs)
+    task = wait_terminal(cluster, [task_id])[task_id]
+    assert task["status"] == "failed"
+    assert task["error"]["code"] == "task_timeout"
+    # The engine stops at its next progress report and the worker lives on for the next task.
+    wait_for(lambda: "succeeded in" in cluster.log("w1"), TASK_TIMEOUT_S, "the run to return")
+    assert worker.poll() is None
+    assert "stopping this worker" not in cluster.log("w1")

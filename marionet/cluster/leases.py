@@ -8,6 +8,7 @@ sends a new message. A message delivered twice is harmless: only a pending task 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import redis
 from celery import Celery
@@ -22,6 +23,15 @@ from marionet.tasks.store import Store
 REAPER_LOCK = "marionet:reaper"
 
 
+@dataclass(frozen=True)
+class Lease:
+    """What a heartbeat learnt about the task its worker runs."""
+
+    status: str
+    cancel_requested: bool
+    started_at: float
+
+
 class LeaseStore:
     def __init__(self, settings: Settings, app: Celery, store: Store) -> None:
         self.settings = settings
@@ -29,22 +39,41 @@ class LeaseStore:
         self.store = store
         self.redis = redis.Redis.from_url(settings.redis_url)
 
-    def renew(self, task_id: str, attempt: int) -> bool:
-        """Beat the heartbeat of this attempt at the task; False once the task was taken over by another.
+    def renew(self, task_id: str, attempt: int) -> Lease | None:
+        """Beat the heartbeat of this attempt at the task; None once the task was taken over by another.
 
         Taken over means requeued (status back to pending) or claimed again (a higher attempt): this worker
         looked dead to the others, so it must stop before it writes a result that is no longer its own.
         """
         with self.store.session.begin() as session:
-            row = session.execute(select(Task.status, Task.attempts).where(Task.id == task_id)).one_or_none()
+            row = session.execute(
+                select(Task.status, Task.attempts, Task.cancel_requested, Task.started_at).where(
+                    Task.id == task_id
+                )
+            ).one_or_none()
             if row is None or row.attempts != attempt or row.status == PENDING:
-                return False
+                return None
             session.execute(
                 update(Task)
                 .where(Task.id == task_id, Task.attempts == attempt, Task.status == PROCESSING)
                 .values(heartbeat_at=time.time())
             )
-        return True
+        return Lease(row.status, bool(row.cancel_requested), row.started_at or time.time())
+
+    def time_out(self, task_id: str) -> None:
+        """Fail a task that ran past task_timeout_s, and flag it so the engine stops at its next report."""
+        limit = self.settings.task_timeout_s
+        if self.store.fail(
+            task_id, "task_timeout", f"The task ran longer than {limit:.0f} s and was stopped."
+        ):
+            deliver_callback_in_background(task_id, self.settings)
+        with self.store.session.begin() as session:
+            session.execute(update(Task).where(Task.id == task_id).values(cancel_requested=True))
+
+    def give_up(self, task_id: str) -> None:
+        """End a task whose engine ignored a stop request (the worker process is about to exit)."""
+        if self.store.fail(task_id, "task_cancelled", "The task was cancelled by its owner."):
+            deliver_callback_in_background(task_id, self.settings)
 
     def requeue_stale(self) -> list[str]:
         """Requeue or fail every processing task whose heartbeat is older than the lease; returns their ids."""

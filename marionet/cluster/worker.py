@@ -16,8 +16,12 @@ from sqlalchemy.exc import DBAPIError
 from marionet.cluster.app import RUN_TASK, make_celery, queue_for_engine
 from marionet.cluster.leases import LeaseStore
 from marionet.config import Settings, get_settings
+from marionet.tasks.models import PROCESSING
 
 log = logging.getLogger("marionet.worker")
+
+# How long an engine may keep running after a cancel or timeout before its worker process exits.
+STOP_GRACE_S = 10.0
 
 
 def default_worker_id() -> str:
@@ -25,18 +29,24 @@ def default_worker_id() -> str:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease of the task this worker runs and requeues tasks whose own worker went silent."""
+    """Renews the lease of the task this worker runs and requeues tasks whose own worker went silent.
 
-    def __init__(self, leases: LeaseStore, interval_s: float) -> None:
+    It also enforces what the embedded pool enforces by killing its child: a task past `task_timeout_s` is
+    failed, and an engine that has not stopped STOP_GRACE_S after a cancel or timeout costs this process.
+    """
+
+    def __init__(self, leases: LeaseStore, settings: Settings) -> None:
         super().__init__(name="marionet-heartbeat", daemon=True)
         self.leases = leases
-        self.interval_s = interval_s
+        self.settings = settings
         self.current: tuple[str, int] | None = None
+        self.stop_asked_at: float | None = None
         self._stop_event = threading.Event()
 
     @contextmanager
     def holding(self, task_id: str, attempt: int) -> Iterator[None]:
         """Beat this attempt's heartbeat while the body runs (the claim itself sets the first beat)."""
+        self.stop_asked_at = None
         self.current = (task_id, attempt)
         try:
             yield
@@ -47,16 +57,35 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 current = self.current
-                if current is not None and not self.leases.renew(*current):
-                    # Another worker owns this task now; exiting at once is the only way to be sure this
-                    # process never writes its result too. The unacknowledged message comes back as a no-op.
-                    log.error("task %s attempt %d was taken over; stopping this worker", *current)
-                    os._exit(75)
+                if current is not None:
+                    self._watch(*current)
                 for task_id in self.leases.requeue_stale():
                     log.warning("task %s requeued or failed: its worker stopped sending heartbeats", task_id)
             except Exception:  # the database may be briefly unreachable; the next beat tries again
                 log.exception("heartbeat failed")
-            self._stop_event.wait(self.interval_s)
+            self._stop_event.wait(self.settings.heartbeat_interval_s)
+
+    def _watch(self, task_id: str, attempt: int) -> None:
+        lease = self.leases.renew(task_id, attempt)
+        if lease is None:
+            # Another worker owns this task now; exiting at once is the only way to be sure this process
+            # never writes its result too. The unacknowledged message comes back later as a no-op.
+            self._exit(f"task {task_id} attempt {attempt} was taken over")
+        elif lease.cancel_requested:
+            now = time.monotonic()
+            self.stop_asked_at = self.stop_asked_at or now
+            if now - self.stop_asked_at > STOP_GRACE_S and self.current == (task_id, attempt):
+                self.leases.give_up(task_id)
+                self._exit(f"task {task_id}'s engine did not stop {STOP_GRACE_S:.0f} s after it was asked to")
+        elif lease.status == PROCESSING and time.time() - lease.started_at > self.settings.task_timeout_s:
+            log.warning("task %s ran past %.0f s; stopping it", task_id, self.settings.task_timeout_s)
+            self.leases.time_out(task_id)
+
+    @staticmethod
+    def _exit(reason: str) -> None:
+        log.error("%s; stopping this worker", reason)
+        logging.shutdown()
+        os._exit(75)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -86,7 +115,7 @@ def run_worker(settings: Settings, engines: list[str], worker_id: str | None = N
     app = make_celery(settings)
     store = Store(settings)
     leases = LeaseStore(settings, app, store)
-    heartbeat = Heartbeat(leases, settings.heartbeat_interval_s)
+    heartbeat = Heartbeat(leases, settings)
 
     # A database hiccup before the claim must not lose the message: retry it later instead of acking it.
     @app.task(name=RUN_TASK, autoretry_for=(DBAPIError,), retry_backoff=True, max_retries=None)
