@@ -7,6 +7,7 @@ sends a new message. A message delivered twice is harmless: only a pending task 
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from marionet.tasks.models import PENDING, PROCESSING, Task
 from marionet.tasks.store import Store
 
 REAPER_LOCK = "marionet:reaper"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class LeaseStore:
         """Requeue or fail every processing task whose heartbeat is older than the lease; returns their ids."""
         # One reaper at a time across the cluster, so a task is never requeued twice for one death.
         lock_ms = int(max(self.settings.lease_timeout_s, 5) * 1000)
-        if not self.redis.set(REAPER_LOCK, "1", nx=True, px=lock_ms):
+        token = secrets.token_hex(8)
+        if not self.redis.set(REAPER_LOCK, token, nx=True, px=lock_ms):
             return []
         try:
             requeued, failed = self.store.recover_interrupted(
@@ -91,7 +94,8 @@ class LeaseStore:
                 deliver_callback_in_background(task_id, self.settings)
             return requeued + failed
         finally:
-            self.redis.delete(REAPER_LOCK)
+            # Release only our own lock: it may have expired and been taken by another reaper meanwhile.
+            self.redis.eval(_RELEASE, 1, REAPER_LOCK, token)
 
     def key_is_busy(self, task_id: str) -> bool:
         """Whether the task's key already has its limit of tasks running (checked, not locked: approximate)."""
