@@ -195,3 +195,24 @@ def test_worker_fails_a_task_past_its_time_limit(cluster: Cluster, inputs: tuple
     wait_for(lambda: "succeeded in" in cluster.log("w1"), TASK_TIMEOUT_S, "the run to return")
     assert worker.poll() is None
     assert "stopping this worker" not in cluster.log("w1")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_attempts_are_bounded(cluster: Cluster, inputs: tuple[str, str]) -> None:
+    one_attempt = {"MARIONET_MAX_ATTEMPTS": "1"}
+    cluster.start_worker("doomed", env=one_attempt)
+    task_id = cluster.create_task(*inputs)
+    wait_for(
+        lambda: cluster.task(task_id)["status"] == "processing" and cluster.task(task_id)["progress"] >= 10,
+        TASK_TIMEOUT_S,
+        "the task inside the engine",
+    )
+    cluster.kill_worker("doomed", signal.SIGKILL)
+    cluster.start_worker("survivor", env=one_attempt)
+    task = wait_terminal(cluster, [task_id])[task_id]
+    assert task["status"] == "failed"
+    assert task["error"]["code"] == "worker_lost"
+    assert "results" not in task
+    assert db_rows(cluster, "SELECT attempts FROM tasks") == [(1,)]
+    assert not list((cluster.root / "shared" / "results").glob("*.mp4"))
