@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("driving")
     ev.add_argument("image")
     ev.add_argument("--json", action="store_true", help="Print the figures as JSON.")
+    wk = sub.add_parser("worker", help="Run tasks from the cluster queue (MARIONET_QUEUE=celery).")
+    wk.add_argument("--engines", help="Comma-separated engines to run (default: MARIONET_WORKER_ENGINES).")
     return parser
 
 
@@ -174,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         from marionet.quality import run_eval_cli
 
         return run_eval_cli(args)
+    if args.command == "worker":
+        from marionet.cluster.worker import run_worker_cli
+
+        return run_worker_cli(args)
     return 2
 
 

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
 
     # Scale-out
     redis_url: str = "redis://127.0.0.1:6379/0"
+    worker_engines: str = Field(
+        "marionet-cpu", description="Comma-separated engines a `marionet worker` runs."
+    )
+    heartbeat_interval_s: float = Field(10.0, gt=0, description="How often a worker renews its task's lease.")
+    lease_timeout_s: float = Field(
+        60.0, gt=0, description="A task whose worker sent no heartbeat for this long is requeued elsewhere."
+    )
+    visibility_timeout_s: int = Field(
+        3600, ge=1, description="Redis redelivers an unacknowledged message after this long (a backstop)."
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'marionet.db').resolve()}"

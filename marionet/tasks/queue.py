@@ -179,4 +179,8 @@ def make_dispatcher(settings: Settings, store: Store | None = None) -> Dispatche
     """The dispatcher `settings.queue` names."""
     if settings.queue == "embedded":
         return EmbeddedDispatcher(settings, store)
+    if settings.queue == "celery":
+        from marionet.cluster.queue import CeleryDispatcher
+
+        return CeleryDispatcher(settings, store)
     raise NotImplementedError(f"queue '{settings.queue}' is not available in this build")

@@ -1,0 +1,111 @@
+"""Task leases in the database: a running worker beats `tasks.heartbeat_at`; silent workers' tasks are requeued.
+
+This is what makes a SIGKILLed worker lose nothing within seconds, instead of waiting for Redis's visibility
+timeout: any live worker finds the stale task, puts it back to pending (or fails it after max_attempts) and
+sends a new message. A message delivered twice is harmless: only a pending task can be claimed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from sqlalchemy import func, select, update
+
+from marionet.cluster.app import RUN_TASK, queue_for_engine
+from marionet.config import Settings
+from marionet.tasks.callbacks import deliver_callback_in_background
+from marionet.tasks.models import PENDING, PROCESSING, Task
+from marionet.tasks.store import Store
+
+REAPER_LOCK = "marionet:reaper"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a heartbeat learnt about the task its worker runs."""
+
+    status: str
+    cancel_requested: bool
+    started_at: float
+
+
+class LeaseStore:
+    def __init__(self, settings: Settings, app: Celery, store: Store) -> None:
+        self.settings = settings
+        self.app = app
+        self.store = store
+        self.redis = redis.Redis.from_url(settings.redis_url)
+
+    def renew(self, task_id: str, attempt: int) -> Lease | None:
+        """Beat the heartbeat of this attempt at the task; None once the task was taken over by another.
+
+        Taken over means requeued (status back to pending) or claimed again (a higher attempt): this worker
+        looked dead to the others, so it must stop before it writes a result that is no longer its own.
+        """
+        with self.store.session.begin() as session:
+            row = session.execute(
+                select(Task.status, Task.attempts, Task.cancel_requested, Task.started_at).where(
+                    Task.id == task_id
+                )
+            ).one_or_none()
+            if row is None or row.attempts != attempt or row.status == PENDING:
+                return None
+            session.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.attempts == attempt, Task.status == PROCESSING)
+                .values(heartbeat_at=time.time())
+            )
+        return Lease(row.status, bool(row.cancel_requested), row.started_at or time.time())
+
+    def time_out(self, task_id: str) -> None:
+        """Fail a task that ran past task_timeout_s, and flag it so the engine stops at its next report."""
+        limit = self.settings.task_timeout_s
+        if self.store.fail(
+            task_id, "task_timeout", f"The task ran longer than {limit:.0f} s and was stopped."
+        ):
+            deliver_callback_in_background(task_id, self.settings)
+        with self.store.session.begin() as session:
+            session.execute(update(Task).where(Task.id == task_id).values(cancel_requested=True))
+
+    def give_up(self, task_id: str) -> None:
+        """End a task whose engine ignored a stop request (the worker process is about to exit)."""
+        if self.store.fail(task_id, "task_cancelled", "The task was cancelled by its owner."):
+            deliver_callback_in_background(task_id, self.settings)
+
+    def requeue_stale(self) -> list[str]:
+        """Requeue or fail every processing task whose heartbeat is older than the lease; returns their ids."""
+        # One reaper at a time across the cluster, so a task is never requeued twice for one death.
+        lock_ms = int(max(self.settings.lease_timeout_s, 5) * 1000)
+        token = secrets.token_hex(8)
+        if not self.redis.set(REAPER_LOCK, token, nx=True, px=lock_ms):
+            return []
+        try:
+            requeued, failed = self.store.recover_interrupted(
+                stale_before=time.time() - self.settings.lease_timeout_s
+            )
+            for task_id in requeued:
+                self.enqueue(task_id)
+            for task_id in failed:
+                deliver_callback_in_background(task_id, self.settings)
+            return requeued + failed
+        finally:
+            # Release only our own lock: it may have expired and been taken by another reaper meanwhile.
+            self.redis.eval(_RELEASE, 1, REAPER_LOCK, token)
+
+    def key_is_busy(self, task_id: str) -> bool:
+        """Whether the task's key already has its limit of tasks running (checked, not locked: approximate)."""
+        with self.store.session() as session:
+            key_id = select(Task.api_key_id).where(Task.id == task_id).scalar_subquery()
+            running = session.scalar(
+                select(func.count()).where(Task.api_key_id == key_id, Task.status == PROCESSING)
+            )
+        return (running or 0) >= self.settings.max_running_per_key
+
+    def enqueue(self, task_id: str) -> None:
+        engine = self.store.get_task(task_id).engine
+        self.app.send_task(RUN_TASK, args=[task_id], queue=queue_for_engine(engine))
