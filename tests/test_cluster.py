@@ -114,7 +114,7 @@ def test_sigkilled_worker_loses_nothing(cluster: Cluster, inputs: tuple[str, str
 
     # Exactly one stored result per task, and every link downloads an MP4.
     results = sorted(p.name for p in (cluster.root / "shared" / "results").iterdir())
-    assert results == sorted(f"{i}.mp4" for i in ids)
+    assert results == sorted(f"{i}.a{attempts[i]}.mp4" for i in ids)
     with httpx.Client(timeout=60) as client:
         response = client.get(tasks[victim]["results"][0])
     assert response.status_code == 200
@@ -175,7 +175,7 @@ def test_stalled_worker_never_writes_a_second_result(cluster: Cluster, inputs: t
     os.killpg(stalled.pid, signal.SIGCONT)
     assert stalled.wait(timeout=120) == 75
     assert "was taken over" in cluster.log("stalled")
-    assert [p.name for p in (cluster.root / "shared" / "results").iterdir()] == [f"{task_id}.mp4"]
+    assert [p.name for p in (cluster.root / "shared" / "results").iterdir()] == [f"{task_id}.a2.mp4"]
     with httpx.Client(timeout=60) as client:
         response = client.get(task["results"][0])
     assert response.status_code == 200

@@ -144,6 +144,19 @@ def test_recovery_reruns_then_fails_after_max_attempts(store):
     assert task.status == "failed" and task.error_code == "worker_lost" and task.attempts == 2
 
 
+def test_only_the_attempt_that_owns_the_task_can_complete_it(store):
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    assert store.claim(task_id)
+    store.recover_interrupted()  # attempt 1's worker is presumed dead: the task goes back to pending
+    assert store.claim(task_id)  # attempt 2 takes it over
+    assert store.complete(task_id, f"results/{task_id}.a1.mp4", 1.0, [], attempt=1) is False
+    assert store.get_task(task_id).status == "processing"
+    assert store.complete(task_id, f"results/{task_id}.a2.mp4", 1.0, [], attempt=2) is True
+    task = store.get_task(task_id)
+    assert task.status == "completed" and task.result_path == f"results/{task_id}.a2.mp4"
+
+
 def test_retention_deletes_results_and_the_link_answers_410(tmp_path):
     settings = Settings(data_dir=tmp_path, retention_hours=1.0)
     migrate(settings)

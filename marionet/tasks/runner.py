@@ -119,7 +119,10 @@ def execute_task(task_id: str, settings: Settings) -> None:
     task = store.get_task(task_id)
     if task.status != PROCESSING:
         return
-    final = results_dir(settings) / f"{task_id}.mp4"
+    # One file per attempt: a stale attempt that wakes up late can never overwrite or delete the file of the
+    # attempt that took the task over, and completion only counts for the attempt that still owns the task.
+    attempt = task.attempts
+    final = results_dir(settings) / f"{task_id}.a{attempt}.mp4"
     try:
         with task_workdir(settings, task_id) as scratch:
             reporter = ProgressReporter(store, task_id)
@@ -143,8 +146,8 @@ def execute_task(task_id: str, settings: Settings) -> None:
             engine_seconds = time.monotonic() - started
             shutil.move(str(result.output_path), final)
         relative = str(final.relative_to(settings.resolved_storage_dir()))
-        if not store.complete(task_id, relative, engine_seconds, result.warnings):
-            final.unlink(missing_ok=True)  # ended meanwhile (timeout or cancel by the dispatcher)
+        if not store.complete(task_id, relative, engine_seconds, result.warnings, attempt=attempt):
+            final.unlink(missing_ok=True)  # ended or taken over meanwhile (timeout, cancel, a newer attempt)
     except BaseException as exc:
         code, message = error_for(exc)
         store.fail(task_id, code, message)

@@ -202,12 +202,22 @@ class Store:
             s.execute(update(Task).where(Task.id == task_id).values(heartbeat_at=now))
             return bool(s.scalar(select(Task.cancel_requested).where(Task.id == task_id)))
 
-    def complete(self, task_id: str, result_path: str, engine_seconds: float, warnings: list[str]) -> bool:
+    def complete(
+        self,
+        task_id: str,
+        result_path: str,
+        engine_seconds: float,
+        warnings: list[str],
+        *,
+        attempt: int | None = None,
+    ) -> bool:
+        """Mark a processing task completed; False if it ended meanwhile or `attempt` no longer owns it."""
         now = time.time()
+        owner = [] if attempt is None else [Task.attempts == attempt]
         with self.session.begin() as s:
             result = s.execute(
                 update(Task)
-                .where(Task.id == task_id, Task.status == PROCESSING)
+                .where(Task.id == task_id, Task.status == PROCESSING, *owner)
                 .values(
                     status=COMPLETED,
                     progress=100,
