@@ -1,0 +1,250 @@
+"""The playground at GET /, driven in Debian's headless Chromium against a real server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path(os.environ.get("MARIONET_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Generous: the CPU engine on a 3.5 s clip takes tens of seconds on a busy two-core machine.
+TASK_TIMEOUT_MS = 240_000
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    key: str
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "marionet", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`marionet serve` on a free loopback port with a fresh data dir and a key made by the CLI."""
+    data = tmp_path_factory.mktemp("playground-data")
+    env = {**os.environ, "MARIONET_DATA_DIR": str(data)}
+    key = _cli("keys", "create", "--name", "playground", env=env).stdout.strip().splitlines()[-1]
+    port = _free_port()
+    log = (data / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "marionet", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--data-dir", str(data)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{(data / 'server.log').read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not healthy after 60 s:\n{(data / 'server.log').read_text()}")
+            time.sleep(0.2)
+        yield Server(url=url, key=key)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through Playwright; a missing binary fails with the lines that install it."""
+    if not CHROMIUM.is_file():
+        pytest.fail(
+            f"{CHROMIUM} not found: the playground tests need Debian's chromium. Install it with\n"
+            "  apt-get update -qq && apt-get install -y -qq chromium\n"
+            "or point MARIONET_CHROMIUM at a Chromium binary."
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, server: Server):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.fill("#api-key", server.key)
+    yield page
+    context.close()
+    assert errors == [], f"uncaught JavaScript errors: {errors}"
+
+
+def _record_progress(page) -> None:
+    """Keeps every value the progress bar takes in window.progressSeen, whatever the polling rhythm."""
+    page.evaluate(
+        """() => {
+          const bar = document.getElementById('progress');
+          window.progressSeen = [bar.value];
+          new MutationObserver(() => window.progressSeen.push(bar.value))
+            .observe(bar, {attributes: true, attributeFilter: ['value']});
+        }"""
+    )
+
+
+def test_upload_generate_and_play(page, server: Server, data_dir: Path) -> None:
+    page.set_input_files("#image-file", str(data_dir / "halfbody_ref_elf.jpg"))
+    page.set_input_files("#video-file", str(data_dir / "halfbody_talk_3s.mp4"))
+    page.wait_for_function("document.getElementById('image-preview').naturalWidth > 0")
+    assert page.evaluate("document.getElementById('image-preview').naturalWidth") == 1280
+    page.check("input[name=keep_original_sound][value=no]")
+    page.fill("#prompt", "the elf gestures like the presenter")
+    _record_progress(page)
+
+    with page.expect_response(lambda r: r.url.endswith("/v1/videos/generations")) as created:
+        page.click("#submit")
+    task_id = created.value.json()["id"]
+
+    page.wait_for_function(
+        "document.getElementById('result-video').readyState >= 2 || !document.getElementById('error').hidden",
+        timeout=TASK_TIMEOUT_MS,
+    )
+    assert page.is_hidden("#error"), page.inner_text("#error")
+    assert page.evaluate("document.getElementById('result-video').readyState") >= 2
+
+    seen = page.evaluate("window.progressSeen")
+    assert seen[0] == 0 and seen[-1] == 100, seen
+    assert seen == sorted(seen), f"progress went backwards: {seen}"
+    assert any(0 < value < 100 for value in seen), f"no intermediate progress shown: {seen}"
+
+    with server.api() as api:
+        task = api.get(f"/v1/tasks/{task_id}").json()
+    assert task["status"] == "completed"
+    assert page.get_attribute("#download", "href") == task["results"][0]
+    result_url = page.evaluate("url => new URL(url, location.href).href", task["results"][0])
+    assert page.evaluate("document.getElementById('result-video').currentSrc") == result_url
+    video_size = page.evaluate(
+        "[document.getElementById('result-video').videoWidth, document.getElementById('result-video').videoHeight]"
+    )
+    assert min(video_size) > 0
+
+    row = page.locator(f"#tasks-body tr[data-task-id='{task_id}']")
+    row.locator(".badge.completed").wait_for()
+    assert row.locator(".badge").inner_text() == "completed"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
+    assert (ARTIFACTS / "playground.png").stat().st_size > 10_000
+
+
+def test_bad_image_shows_the_api_error(page, tmp_path: Path, data_dir: Path) -> None:
+    text_file = tmp_path / "not-an-image.jpg"
+    text_file.write_text("this is plain text, not a picture\n")
+    page.set_input_files("#image-file", str(text_file))
+    page.set_input_files("#video-file", str(data_dir / "halfbody_talk_3s.mp4"))
+
+    with page.expect_response(lambda r: r.status >= 400) as rejected:
+        page.click("#submit")
+    error = rejected.value.json()["error"]
+    assert rejected.value.status == 400
+    page.locator("#error").wait_for(state="visible")
+    assert page.inner_text("#error-message") == error["message"]
+    assert page.inner_text("#error-code") == error["code"]
+    assert page.get_attribute("#error", "role") == "alert"
+
+
+def test_wrong_key_shows_the_api_error(page) -> None:
+    page.fill("#api-key", "mk-not-a-real-key")
+    with page.expect_response(lambda r: r.url.endswith("/v1/videos/generations")) as rejected:
+        page.click("#submit")
+    assert rejected.value.status == 401
+    error = rejected.value.json()["error"]
+    page.locator("#error").wait_for(state="visible")
+    assert page.inner_text("#error-message") == error["message"]
+    assert page.inner_text("#error-code") == error["code"]
+
+
+def test_key_is_kept_in_the_browser(page, server: Server) -> None:
+    page.reload()
+    assert page.input_value("#api-key") == server.key
+    assert page.evaluate("localStorage.getItem('marionet.apiKey')") == server.key
+
+
+def test_every_control_is_labelled_and_fits_a_phone(page) -> None:
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input, textarea, select, button, progress')]
+              .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                            && !el.textContent.trim())
+              .map(el => el.id || el.outerHTML)"""
+    )
+    assert unlabelled == []
+    assert page.get_attribute("#status", "aria-live") == "polite"
+
+    page.set_viewport_size({"width": 360, "height": 740})
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow == 0
+    boxes = [page.locator(sel).bounding_box() for sel in ("#image-source", "#video-source", "#result")]
+    assert boxes[0]["y"] < boxes[1]["y"] < boxes[2]["y"], "phone layout should stack the cards"
+    assert all(box["width"] <= 360 for box in boxes)
+
+
+def test_keyboard_reaches_the_form(page) -> None:
+    reached = set()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.name"))
+    assert {"api-key", "image-file", "video-file", "prompt", "submit"} <= reached
