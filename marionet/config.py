@@ -36,11 +36,27 @@ class Settings(BaseSettings):
     # Work
     queue: Literal["embedded", "celery"] = "embedded"
     workers: int = Field(1, ge=1, description="Embedded pool size: tasks run at once on this server.")
+    embedded_workers: bool = Field(
+        True,
+        description="Run the embedded pool in `serve`; false serves the API only (tasks wait for workers).",
+    )
     max_attempts: int = Field(2, ge=1)
     max_running_per_key: int = 2
     max_queued_per_key: int = 20
     retention_hours: float = 24.0
     result_link_ttl_s: int = 24 * 3600
+    task_timeout_s: float = Field(
+        3600.0, gt=0, description="A running task is stopped and failed after this."
+    )
+    cleanup_interval_s: float = Field(
+        300.0, gt=0, description="How often expired inputs and results are deleted."
+    )
+    default_engine_speed: float = Field(
+        8.0, gt=0, description="Engine seconds per video second until recent tasks have measured it."
+    )
+    callback_attempts: int = Field(5, ge=1, description="Tries to deliver a callback before giving up.")
+    callback_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry.")
+    max_request_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body.")
 
     # Models: upstream model name -> engine name
     model_v3_engine: str = "marionet-cpu"

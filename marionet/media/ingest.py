@@ -58,7 +58,7 @@ def _decode_inline_image(source: str) -> bytes | None:
         ) from exc
 
 
-def check_source_at_request(source: str, kind: Kind, settings: Settings) -> None:
+def check_source_at_request(source: str, kind: Kind, settings: Settings, orientation: str = "image") -> None:
     """Raise InputError now for anything that can be known bad without fetching."""
     if kind == "image" and _decode_inline_image(source) is not None:
         return

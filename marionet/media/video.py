@@ -106,12 +106,16 @@ def probe_video(path: str | Path) -> VideoInfo:
         ) from exc
 
 
-def read_frames(path: str | Path, info: VideoInfo | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+def read_frames(
+    path: str | Path, info: VideoInfo | None = None, *, max_side: int | None = None
+) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield (index, timestamp_s, rgb) at the output frame rate (the source's, at most 30 fps).
 
     Above 30 fps, the source frame nearest each output timestamp is kept, so duration is preserved.
+    `max_side` shrinks frames while converting them (one swscale pass), for analysis that needs no full size.
     """
     info = info or probe_video(path)
+    scale = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
     out_fps = info.output_fps
     resample = info.fps > MAX_OUTPUT_FPS
     total = info.output_frame_count
@@ -132,7 +136,15 @@ def read_frames(path: str | Path, info: VideoInfo | None = None) -> Iterator[tup
                 target = index / out_fps
                 if t + 0.5 / info.fps < target:
                     continue
-            rgb = _upright(frame.to_ndarray(format="rgb24"), info.rotation)
+            if scale < 1.0:
+                size = {
+                    "width": max(2, round(frame.width * scale)),
+                    "height": max(2, round(frame.height * scale)),
+                }
+                rgb = frame.to_ndarray(format="rgb24", **size)
+            else:
+                rgb = frame.to_ndarray(format="rgb24")
+            rgb = _upright(rgb, info.rotation)
             yield index, index / out_fps, rgb
             index += 1
 

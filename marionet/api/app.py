@@ -1,0 +1,109 @@
+"""The FastAPI application: routes, error shapes, metrics, and the embedded worker pool's lifecycle."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+import marionet
+from marionet.api.errors import error_response, install_error_handlers
+from marionet.api.metrics import LatencyMiddleware, make_registry
+from marionet.api.routes import files, meta, results, tasks
+from marionet.config import Settings, get_settings
+from marionet.media.ingest import VIDEO_MAX_BYTES
+from marionet.tasks.db import migrate
+from marionet.tasks.queue import make_dispatcher
+from marionet.tasks.retention import Janitor
+from marionet.tasks.store import Store
+
+UPLOAD_OVERHEAD = 1024 * 1024
+
+
+def bootstrap_key(store: Store, settings: Settings) -> str | None:
+    """With no active key, create one and print it once: there is no open mode."""
+    if store.count_active_keys():
+        return None
+    _, token = store.create_key("bootstrap")
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    print(
+        "\nNo API keys existed, so one was created. It is shown only this once; keep it:\n\n"
+        f"  {token}\n\n"
+        "Try it:\n"
+        f"  curl -s {base}/v1/models -H 'Authorization: Bearer {token}'\n",
+        file=sys.stdout,
+        flush=True,
+    )
+    return token
+
+
+class BodyLimitMiddleware:
+    """413 before reading a body whose declared size passes the cap (uploads get the video cap)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            limit = (
+                VIDEO_MAX_BYTES + UPLOAD_OVERHEAD
+                if scope["path"] == "/v1/files"
+                else self.settings.max_request_bytes
+            )
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                response = error_response(
+                    413, "request_too_large", f"The request body is larger than {limit} bytes."
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, run_workers: bool = True) -> FastAPI:
+    """The app for `settings` (default: from MARIONET_* env). run_workers=False serves the API only."""
+    settings = settings or get_settings()
+    store = Store(settings)
+    registry, latency = make_registry(store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrate(settings)
+        bootstrap_key(store, settings)
+        janitor = Janitor(settings, store)
+        janitor.start()
+        if run_workers:
+            app.state.dispatcher.start()
+        try:
+            yield
+        finally:
+            janitor.stop()
+            if run_workers:
+                app.state.dispatcher.stop()
+
+    app = FastAPI(
+        title="marionet",
+        version=marionet.__version__,
+        description="Self-hosted, Kling-compatible motion-control video API: a character photo performs the "
+        'motion of a driving video. Every error is `{"error": {code, message, type, param}}`.',
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.registry = registry
+    app.state.dispatcher = make_dispatcher(settings, store)
+    install_error_handlers(app)
+    for module in (tasks, files, results, meta):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
+    app.add_middleware(LatencyMiddleware, latency=latency)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory marionet.api.app:app_factory`."""
+    return create_app()

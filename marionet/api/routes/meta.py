@@ -1,0 +1,62 @@
+"""Models, health, metrics, and the playground page at /."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from marionet.api.deps import current_key, get_settings, get_store
+from marionet.api.routes.tasks import accepted_models
+from marionet.api.schemas import ERROR_RESPONSES, Health, ModelList
+from marionet.config import Settings
+from marionet.tasks.models import ApiKey
+from marionet.tasks.store import Store
+
+router = APIRouter()
+INDEX = Path(__file__).resolve().parents[2] / "static" / "index.html"
+PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>marionet</title></head>
+<body><h1>marionet</h1><p>A self-hosted motion-control video API. See <a href="/docs">/docs</a>.</p></body></html>"""
+
+
+@router.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES, summary="Accepted model names")
+def list_models(
+    key: ApiKey = Depends(current_key), settings: Settings = Depends(get_settings)
+) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "engine": engine, "owned_by": "marionet"}
+            for name, engine in accepted_models(settings).items()
+        ],
+    }
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness and database check")
+def healthz(
+    request: Request, store: Store = Depends(get_store), settings: Settings = Depends(get_settings)
+) -> dict[str, Any]:
+    counts = store.counts_by_status()
+    return {
+        "status": "ok",
+        "database": "ok",
+        "queue": settings.queue,
+        "workers": settings.workers,
+        "pending": counts["pending"],
+        "processing": counts["processing"],
+    }
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index() -> Response:
+    if INDEX.is_file():
+        return FileResponse(INDEX, media_type="text/html")
+    return HTMLResponse(PLACEHOLDER)

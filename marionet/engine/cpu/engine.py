@@ -1,0 +1,139 @@
+"""The CPU engine, top to bottom: pose -> character -> retarget -> render -> MP4.
+
+Pass 1 reads the driving video once into a pose track (cached by the file's content hash); pass 2 renders
+from the track without decoding the video again, so memory stays flat whatever the clip's length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from marionet.engine.base import AnimationRequest, AnimationResult, ProgressFn, no_progress
+from marionet.engine.cpu import pose as pose_stage
+from marionet.engine.cpu.render import RenderSettings, render_frame
+from marionet.engine.cpu.retarget import retarget
+from marionet.engine.cpu.rig import build_character
+from marionet.errors import EngineError, InputError
+from marionet.media.video import VideoWriter, probe_video
+
+PROMPT_WARNING = (
+    "The marionet-cpu engine does not read the prompt: the output follows the image and the video only."
+)
+POSE_SHARE = 0.5  # fraction of the progress bar spent on the pose pass when it is not cached
+MIN_PERSON_SHARE = 0.5
+BATCH = 16
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What `mode` changes: canvas size, resampling filter and the encoder's effort."""
+
+    short_side: int
+    interpolation: int
+    crf: int
+    preset: str
+
+
+QUALITY = {
+    "std": Quality(short_side=720, interpolation=cv2.INTER_LINEAR, crf=21, preset="veryfast"),
+    "pro": Quality(short_side=1080, interpolation=cv2.INTER_CUBIC, crf=18, preset="medium"),
+}
+
+
+def canvas_size(image_width: int, image_height: int, short_side: int) -> tuple[int, int]:
+    """The image's framing at `short_side` pixels on its short side, both sides even."""
+    scale = short_side / min(image_width, image_height)
+    return (max(2, round(image_width * scale / 2) * 2), max(2, round(image_height * scale / 2) * 2))
+
+
+class CpuEngine:
+    """marionet's built-in engine: BlazePose + a 2D skinned puppet of the character; no GPU, no downloads."""
+
+    name = "marionet-cpu"
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        if cache_dir is None:
+            from marionet.config import get_settings
+
+            cache_dir = get_settings().data_dir / "cache" / "poses"
+        self.cache_dir = Path(cache_dir)
+
+    def animate(self, request: AnimationRequest, progress: ProgressFn = no_progress) -> AnimationResult:
+        warnings = [PROMPT_WARNING] if request.prompt.strip() else []
+        quality = QUALITY[request.mode]
+        image = _read_image(request.image_path)
+        image_pose = pose_stage.detect_image_pose(image)
+        if image_pose is None:
+            raise EngineError(
+                "No person was found in the image: use a photo or drawing of one character, whole and unobstructed.",
+                code="no_person_in_image",
+                param="image_url",
+            )
+        info = probe_video(request.video_path)
+        track, pose_share = self._pose_track(request.video_path, info, progress)
+        if track.person_share < MIN_PERSON_SHARE:
+            raise EngineError(
+                f"A person was found in only {track.person_share:.0%} of the video's frames: use a video of one "
+                "person, whole or half-body, with the head visible.",
+                code="no_person_in_video",
+                param="video_url",
+            )
+
+        canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
+        rig = build_character(image, image_pose, canvas, fine=request.mode == "pro")
+        motion = retarget(track, rig, request.character_orientation)
+        settings = RenderSettings(interpolation=quality.interpolation)
+        total = info.output_frame_count
+        audio = request.video_path if request.keep_original_sound else None
+        progress(pose_share, "rendering")
+        with VideoWriter(
+            request.output_path,
+            width=canvas[0],
+            height=canvas[1],
+            fps=info.output_fps,
+            crf=quality.crf,
+            preset=quality.preset,
+            audio_from=audio,
+        ) as writer:
+            for index in range(total):
+                writer.write(render_frame(rig, motion, min(index, track.frame_count - 1), settings))
+                if (index + 1) % BATCH == 0 or index + 1 == total:
+                    progress(pose_share + (1 - pose_share) * (index + 1) / total, "rendering")
+        return AnimationResult(
+            output_path=request.output_path,
+            duration_s=total / info.output_fps,
+            frame_count=total,
+            fps=info.output_fps,
+            width=canvas[0],
+            height=canvas[1],
+            warnings=warnings,
+        )
+
+    def _pose_track(self, video_path: Path, info, progress: ProgressFn) -> tuple[pose_stage.PoseTrack, float]:
+        """The driving video's pose track from the cache, or from a pose pass that then fills the cache."""
+        key = f"{pose_stage.file_digest(video_path)}-{pose_stage.TRACK_VERSION}.npz"
+        cached = pose_stage.load_track(self.cache_dir / key)
+        if cached is not None and cached.frame_count == info.output_frame_count:
+            return cached, 0.0
+        total = info.output_frame_count
+        progress(0.0, "analysing motion")
+        track = pose_stage.extract_pose_track(
+            video_path, info, lambda done: progress(POSE_SHARE * done / total, "analysing motion"), BATCH
+        )
+        # A read-only or full cache only costs speed next time.
+        with contextlib.suppress(OSError):
+            pose_stage.save_track(track, self.cache_dir / key)
+        return track, POSE_SHARE
+
+
+def _read_image(path: Path) -> np.ndarray:
+    data = np.fromfile(str(path), np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise InputError("The image could not be decoded.", code="image_invalid", param="image_url")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

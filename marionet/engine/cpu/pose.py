@@ -1,0 +1,231 @@
+"""Stage 1, pose: BlazePose keypoints of the character image and of every driving frame, smoothed and gap-filled.
+
+Keypoints are kept in pixels of the upright source frame: (x, y, z, visibility) for BlazePose's 33 landmarks,
+z on the same scale as x (negative is nearer the camera).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from marionet.media.video import VideoInfo, read_frames
+
+# BlazePose landmark indices used by the rig.
+NOSE, L_EAR, R_EAR = 0, 7, 8
+L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST = 11, 12, 13, 14, 15, 16
+L_INDEX, R_INDEX = 19, 20
+L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 23, 24, 25, 26, 27, 28
+L_FOOT, R_FOOT = 31, 32
+N_LANDMARKS = 33
+
+# Bump when detection or post-processing changes, so cached tracks of older code are not reused.
+TRACK_VERSION = "v1"
+ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the source is most of the speed
+
+
+@dataclass
+class ImagePose:
+    """BlazePose on the character image: keypoints (33, 4) in image pixels and a soft person mask (h, w) 0..1."""
+
+    keypoints: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class PoseTrack:
+    """One driving clip's motion: keypoints (frames, 33, 4) in source pixels and which frames saw a person."""
+
+    keypoints: np.ndarray
+    detected: np.ndarray
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    @property
+    def person_share(self) -> float:
+        return float(self.detected.mean()) if self.detected.size else 0.0
+
+
+def _pose_solution():
+    # Imported lazily: mediapipe takes a second to import and the API process never needs it.
+    import mediapipe as mp
+
+    return mp.solutions.pose
+
+
+def _landmarks_array(result, width: int, height: int) -> np.ndarray | None:
+    if result.pose_landmarks is None:
+        return None
+    points = np.array(
+        [(lm.x * width, lm.y * height, lm.z * width, lm.visibility) for lm in result.pose_landmarks.landmark],
+        dtype=np.float32,
+    )
+    return points
+
+
+def torso_coverage(keypoints: np.ndarray, mask: np.ndarray, scale: float = 1.0) -> float:
+    """Mean segmentation inside the shoulders-hips quad: a real body fills it, a drawn stick figure does not."""
+    quad = keypoints[[L_SHOULDER, R_SHOULDER, R_HIP, L_HIP], :2] * scale
+    poly = np.zeros(mask.shape[:2], np.uint8)
+    cv2.fillConvexPoly(poly, np.round(quad).astype(np.int32), 1)
+    inside = poly.astype(bool)
+    if inside.sum() < 16:
+        # Hips off-frame or a degenerate quad: judge the upper chest disc instead.
+        centre = keypoints[[L_SHOULDER, R_SHOULDER], :2].mean(axis=0) * scale
+        radius = max(
+            4.0, 0.35 * float(np.linalg.norm(keypoints[L_SHOULDER, :2] - keypoints[R_SHOULDER, :2])) * scale
+        )
+        poly[:] = 0
+        cv2.circle(poly, tuple(int(v) for v in centre), int(radius), 1, -1)
+        inside = poly.astype(bool)
+    return float(mask[inside].mean()) if inside.any() else 0.0
+
+
+def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
+    """Static BlazePose (full model: the heavy one is not in the wheel) with segmentation on one image; None when no person is seen."""
+    height, width = rgb.shape[:2]
+    scale = min(1.0, 1024 / max(height, width))
+    small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    with _pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
+        result = pose.process(small)
+    points = _landmarks_array(result, width, height)
+    if points is None or result.segmentation_mask is None:
+        return None
+    mask = cv2.resize(result.segmentation_mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    core = points[[NOSE, L_SHOULDER, R_SHOULDER], 3]
+    if core.min() < 0.5 or (mask > 0.5).mean() < 0.01 or torso_coverage(points, mask) < 0.3:
+        return None
+    return ImagePose(keypoints=points, mask=np.clip(mask, 0.0, 1.0))
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: the pose cache key (the same dance uploaded twice is analysed once)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def extract_pose_track(
+    video_path: Path, info: VideoInfo, on_batch: Callable[[int], None], batch: int = 16
+) -> PoseTrack:
+    """BlazePose in video mode over every output frame (streamed, downscaled), then gap filling and smoothing."""
+    total = info.output_frame_count
+    keypoints = np.zeros((total, N_LANDMARKS, 4), np.float32)
+    detected = np.zeros(total, bool)
+    count = 0
+    with _pose_solution().Pose(
+        static_image_mode=False, model_complexity=1, enable_segmentation=True, smooth_landmarks=False
+    ) as pose:
+        for index, _, rgb in read_frames(video_path, info, max_side=ANALYSIS_SIDE):
+            result = pose.process(rgb)
+            points = _landmarks_array(result, info.width, info.height)
+            if points is not None and result.segmentation_mask is not None:
+                scale = rgb.shape[1] / info.width
+                if torso_coverage(points, result.segmentation_mask, scale) >= 0.3:
+                    keypoints[index] = points
+                    detected[index] = True
+            count = index + 1
+            if count % batch == 0:
+                on_batch(count)
+    on_batch(count)
+    if count < total:
+        # The stream ended before its declared length: hold the last pose so the output keeps the duration.
+        detected[count:] = False
+    track = PoseTrack(
+        keypoints=keypoints, detected=detected, fps=info.output_fps, width=info.width, height=info.height
+    )
+    if detected.any():
+        fill_gaps(track)
+        smooth_track(track)
+    return track
+
+
+def fill_gaps(track: PoseTrack, min_visibility: float = 0.3) -> None:
+    """Interpolate each landmark across frames where the detector missed it; hold the ends."""
+    frames = np.arange(track.frame_count)
+    for j in range(N_LANDMARKS):
+        good = track.detected & (track.keypoints[:, j, 3] >= min_visibility)
+        if good.sum() < max(2, 0.05 * track.detected.sum()):
+            # Never reliably seen (e.g. legs of a half-body clip): keep the detector's guesses, fill missing frames.
+            good = track.detected
+        if good.all() or not good.any():
+            continue
+        for c in range(3):
+            track.keypoints[:, j, c] = np.interp(frames, frames[good], track.keypoints[good, j, c])
+        track.keypoints[~track.detected, j, 3] = 0.0
+
+
+def smooth_track(track: PoseTrack, min_cutoff: float = 2.0, beta: float = 4.0, d_cutoff: float = 1.0) -> None:
+    """One-Euro filter, run forward then backward so the smoothed motion has no lag."""
+    # Speeds are measured in body heights per second so the filter behaves the same at any resolution.
+    scale = max(1.0, _body_size(track))
+    values = track.keypoints[:, :, :3] / scale
+    forward = _one_euro(values, track.fps, min_cutoff, beta, d_cutoff)
+    backward = _one_euro(forward[::-1], track.fps, min_cutoff, beta, d_cutoff)[::-1]
+    track.keypoints[:, :, :3] = backward * scale
+
+
+def _body_size(track: PoseTrack) -> float:
+    k = track.keypoints[track.detected]
+    shoulders = (k[:, L_SHOULDER, :2] + k[:, R_SHOULDER, :2]) / 2
+    hips = (k[:, L_HIP, :2] + k[:, R_HIP, :2]) / 2
+    return float(np.median(np.linalg.norm(shoulders - hips, axis=1))) * 3.0
+
+
+def _one_euro(values: np.ndarray, fps: float, min_cutoff: float, beta: float, d_cutoff: float) -> np.ndarray:
+    def alpha(cutoff: np.ndarray | float) -> np.ndarray | float:
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau * fps)
+
+    out = np.empty_like(values)
+    out[0] = values[0]
+    speed = np.zeros_like(values[0])
+    a_d = alpha(d_cutoff)
+    for i in range(1, len(values)):
+        raw_speed = (values[i] - out[i - 1]) * fps
+        speed = speed + a_d * (raw_speed - speed)
+        cutoff = min_cutoff + beta * np.abs(speed)
+        a = alpha(cutoff)
+        out[i] = out[i - 1] + a * (values[i] - out[i - 1])
+    return out
+
+
+def save_track(track: PoseTrack, path: Path) -> None:
+    """Write a track atomically (a half-written cache file must never be read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp,
+        keypoints=track.keypoints,
+        detected=track.detected,
+        meta=np.array([track.fps, track.width, track.height], np.float64),
+    )
+    tmp.replace(path)
+
+
+def load_track(path: Path) -> PoseTrack | None:
+    """A cached track, or None when there is none or it cannot be read."""
+    try:
+        with np.load(path) as data:
+            fps, width, height = data["meta"]
+            return PoseTrack(
+                keypoints=data["keypoints"].astype(np.float32),
+                detected=data["detected"].astype(bool),
+                fps=float(fps),
+                width=int(width),
+                height=int(height),
+            )
+    except (OSError, KeyError, ValueError):
+        return None

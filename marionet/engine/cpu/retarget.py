@@ -1,0 +1,106 @@
+"""Stage 3, retarget: the driving pose's bone directions on the character's own bone lengths, placed on the canvas.
+
+orientation "image": the character stays where the image has it (root motion scaled by body-size ratio), and
+keeps its facing. orientation "video": it follows the driver's place and size in the frame, mirrored while the
+driver faces the other way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from marionet.engine.cpu.pose import PoseTrack
+from marionet.engine.cpu.rig import BONES, MIRROR_JOINTS, CharacterRig, J, joints_from_landmarks
+
+# Bones whose on-screen length follows the driver's (foreshortening), clipped so a limb never vanishes.
+MIN_FORESHORTEN = 0.35
+
+
+@dataclass
+class Motion:
+    """The character's pose on the canvas for every output frame."""
+
+    joints: np.ndarray  # (frames, joints, 2) canvas pixels
+    depth: np.ndarray  # (frames, joints) driver z, relative units (smaller is nearer the camera)
+    scale: np.ndarray  # (frames,) character scale against the rest pose
+    mirrored: np.ndarray  # (frames,) bool: draw the character flipped horizontally
+    axis_x: float  # rest-pose x the character is mirrored about (its pelvis)
+
+
+def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
+    """Turn a driving pose track into canvas joint positions for this character."""
+    driver = joints_from_landmarks(track.keypoints).astype(np.float64)  # (frames, joints, 4)
+    frames = driver.shape[0]
+    xy = driver[..., :2]
+    facing = _facing(xy)
+    mirrored = np.zeros(frames, bool)
+    if orientation == "video":
+        mirrored = facing != rig.facing
+    else:
+        # Keep the image's facing: a turned-around driver's left limbs drive the character's right ones.
+        turned = facing != rig.facing
+        xy[turned] = xy[turned][:, MIRROR_JOINTS]
+        driver[turned, :, 2] = driver[turned][:, MIRROR_JOINTS, 2]
+
+    vectors = np.stack([xy[:, c] - xy[:, p] for p, c in BONES], axis=1)  # (frames, bones, 2)
+    lengths = np.linalg.norm(vectors, axis=2)
+    directions = vectors / np.maximum(lengths, 1e-6)[..., None]
+    reference = np.percentile(lengths[track.detected] if track.detected.any() else lengths, 95, axis=0)
+    foreshorten = np.clip(lengths / np.maximum(reference, 1e-6), MIN_FORESHORTEN, 1.0)
+
+    driver_size = _smooth(np.maximum(lengths[:, 0], 0.5 * lengths[:, 2] + 0.5 * lengths[:, 6]), track.fps)
+    width, height = rig.canvas_size
+    pelvis = xy[:, J["pelvis"]]
+    if orientation == "video":
+        fit = min(width / track.width, height / track.height)
+        offset = np.array([(width - track.width * fit) / 2, (height - track.height * fit) / 2])
+        root = pelvis * fit + offset
+        rig_size = max(rig.size, 0.5 * rig.bone_lengths[2] + 0.5 * rig.bone_lengths[6])
+        scale = driver_size * fit / rig_size
+    else:
+        ratio = rig.size / max(float(np.median(driver_size)), 1e-6)
+        root = rig.joints[J["pelvis"]] + (pelvis - np.median(pelvis, axis=0)) * ratio
+        scale = np.ones(frames)
+
+    joints = np.zeros((frames, len(rig.joints), 2))
+    joints[:, J["pelvis"]] = root
+    for b, (p, c) in enumerate(BONES):
+        step = directions[:, b] * (rig.bone_lengths[b] * foreshorten[:, b] * scale)[:, None]
+        joints[:, c] = joints[:, p] + step
+    depth = driver[..., 2] / np.maximum(driver_size, 1e-6)[:, None]
+    return Motion(
+        joints=joints, depth=depth, scale=scale, mirrored=mirrored, axis_x=float(rig.joints[J["pelvis"], 0])
+    )
+
+
+def _facing(xy: np.ndarray, threshold: float = 0.12, hold: int = 3) -> np.ndarray:
+    """+1 while the driver faces the camera, -1 while turned away; hysteresis keeps it from flickering."""
+    spread = xy[:, J["l_shoulder"], 0] - xy[:, J["r_shoulder"], 0]
+    torso = np.linalg.norm(xy[:, J["neck"]] - xy[:, J["pelvis"]], axis=1)
+    signed = spread / np.maximum(torso, 1e-6)
+    out = np.ones(len(xy), int)
+    state, pending = (1 if signed[0] >= 0 else -1), 0
+    for i, value in enumerate(signed):
+        if value * state < -threshold:
+            pending += 1
+            if pending >= hold:
+                state, pending = -state, 0
+                out[max(0, i - hold + 1) : i + 1] = state
+        else:
+            pending = 0
+        out[i] = state
+    return out
+
+
+def _smooth(values: np.ndarray, fps: float, seconds: float = 1.0) -> np.ndarray:
+    """Moving median then mean over about `seconds`: body size should drift, never twitch."""
+    n = max(1, int(round(fps * seconds)) | 1)
+    if len(values) < 3:
+        return values.copy()
+    pad = np.pad(values, n // 2, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(pad, n)
+    median = np.median(windows, axis=1)
+    pad = np.pad(median, n // 2, mode="edge")
+    return np.convolve(pad, np.ones(n) / n, mode="valid")

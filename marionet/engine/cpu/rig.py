@@ -1,0 +1,242 @@
+"""Stage 2, character: the image cut into a refined person mask, a filled background, a skeleton and body parts.
+
+The skeleton is AnimatedDrawings-style: joints derived from BlazePose landmarks, bones in forward-kinematics
+order. Each body part is a layer of the character's own pixels, skinned to one bone, with a rounded cap over
+its parent joint so bending never opens a gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from marionet.engine.cpu import pose as bp
+
+# Joints of the rig, in the order of JOINT_NAMES.
+JOINT_NAMES = (
+    "pelvis", "neck", "head",
+    "l_shoulder", "l_elbow", "l_wrist", "l_hand",
+    "r_shoulder", "r_elbow", "r_wrist", "r_hand",
+    "l_hip", "l_knee", "l_ankle", "l_foot",
+    "r_hip", "r_knee", "r_ankle", "r_foot",
+)  # fmt: skip
+J = {name: i for i, name in enumerate(JOINT_NAMES)}
+# Landmark(s) each joint is the mean of.
+JOINT_LANDMARKS = (
+    (bp.L_HIP, bp.R_HIP), (bp.L_SHOULDER, bp.R_SHOULDER), (bp.L_EAR, bp.R_EAR),
+    (bp.L_SHOULDER,), (bp.L_ELBOW,), (bp.L_WRIST,), (bp.L_INDEX,),
+    (bp.R_SHOULDER,), (bp.R_ELBOW,), (bp.R_WRIST,), (bp.R_INDEX,),
+    (bp.L_HIP,), (bp.L_KNEE,), (bp.L_ANKLE,), (bp.L_FOOT,),
+    (bp.R_HIP,), (bp.R_KNEE,), (bp.R_ANKLE,), (bp.R_FOOT,),
+)  # fmt: skip
+# Bones (parent joint, child joint) in forward-kinematics order: every parent is placed before its children.
+BONES = (
+    (J["pelvis"], J["neck"]), (J["neck"], J["head"]),
+    (J["neck"], J["l_shoulder"]), (J["l_shoulder"], J["l_elbow"]), (J["l_elbow"], J["l_wrist"]),
+    (J["l_wrist"], J["l_hand"]),
+    (J["neck"], J["r_shoulder"]), (J["r_shoulder"], J["r_elbow"]), (J["r_elbow"], J["r_wrist"]),
+    (J["r_wrist"], J["r_hand"]),
+    (J["pelvis"], J["l_hip"]), (J["l_hip"], J["l_knee"]), (J["l_knee"], J["l_ankle"]), (J["l_ankle"], J["l_foot"]),
+    (J["pelvis"], J["r_hip"]), (J["r_hip"], J["r_knee"]), (J["r_knee"], J["r_ankle"]), (J["r_ankle"], J["r_foot"]),
+)  # fmt: skip
+# Left/right joint swap (a turned-around driver's left arm drives the character's right arm in image mode).
+MIRROR_JOINTS = np.array(
+    [J[n.replace("l_", "R_").replace("r_", "l_").replace("R_", "r_")] for n in JOINT_NAMES]
+)
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """A body part: its bone (proximal joint, distal joint) and the joint its segment reaches to for labelling."""
+
+    name: str
+    start: int
+    end: int
+    reach: int
+    kind: str  # "torso", "head", "arm" or "leg"
+
+
+PARTS = (
+    PartSpec("torso", J["pelvis"], J["neck"], J["neck"], "torso"),
+    PartSpec("head", J["neck"], J["head"], J["head"], "head"),
+    PartSpec("l_upper_arm", J["l_shoulder"], J["l_elbow"], J["l_elbow"], "arm"),
+    PartSpec("l_forearm", J["l_elbow"], J["l_wrist"], J["l_hand"], "arm"),
+    PartSpec("r_upper_arm", J["r_shoulder"], J["r_elbow"], J["r_elbow"], "arm"),
+    PartSpec("r_forearm", J["r_elbow"], J["r_wrist"], J["r_hand"], "arm"),
+    PartSpec("l_thigh", J["l_hip"], J["l_knee"], J["l_knee"], "leg"),
+    PartSpec("l_shin", J["l_knee"], J["l_ankle"], J["l_foot"], "leg"),
+    PartSpec("r_thigh", J["r_hip"], J["r_knee"], J["r_knee"], "leg"),
+    PartSpec("r_shin", J["r_knee"], J["r_ankle"], J["r_foot"], "leg"),
+)
+
+
+def joints_from_landmarks(keypoints: np.ndarray) -> np.ndarray:
+    """(..., 33, 4) BlazePose landmarks -> (..., joints, 4) rig joints (x, y, z, visibility)."""
+    out = np.stack([keypoints[..., list(idx), :].mean(axis=-2) for idx in JOINT_LANDMARKS], axis=-2)
+    for i, idx in enumerate(JOINT_LANDMARKS):
+        if len(idx) > 1:
+            out[..., i, 3] = keypoints[..., list(idx), 3].min(axis=-1)
+    return out
+
+
+@dataclass
+class PartLayer:
+    """One part's pixels: premultiplied RGBA crop (uint8) at `origin` (x, y) in canvas pixels."""
+
+    spec: PartSpec
+    rgba: np.ndarray
+    origin: tuple[int, int]
+
+
+@dataclass
+class CharacterRig:
+    """The character at output-canvas scale: filled background, rest joints, bone lengths and part layers."""
+
+    background: np.ndarray  # (H, W, 3) uint8, the image with the person removed
+    joints: np.ndarray  # (joints, 2) rest positions in canvas pixels
+    visibility: np.ndarray  # (joints,) BlazePose visibility of each rest joint
+    bone_lengths: np.ndarray  # (bones,) canvas pixels
+    parts: list[PartLayer]
+    facing: int  # +1 facing the camera (left shoulder on screen right), -1 turned away
+    size: float  # body size in canvas pixels (pelvis-neck distance)
+
+    @property
+    def canvas_size(self) -> tuple[int, int]:
+        height, width = self.background.shape[:2]
+        return width, height
+
+
+def build_character(
+    image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tuple[int, int], fine: bool = False
+) -> CharacterRig:
+    """Cut the person out of the image, fill the background and split the person into skinned part layers."""
+    width, height = canvas
+    sx, sy = width / image_rgb.shape[1], height / image_rgb.shape[0]
+    interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_CUBIC
+    rgb = cv2.resize(image_rgb, (width, height), interpolation=interp)
+    soft = cv2.resize(image_pose.mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    alpha = refine_mask(rgb, soft)
+    keypoints = image_pose.keypoints.copy()
+    keypoints[:, 0] *= sx
+    keypoints[:, 1] *= sy
+    joints4 = joints_from_landmarks(keypoints)
+    joints = joints4[:, :2].astype(np.float64)
+    visibility = joints4[:, 3]
+    lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
+    size = max(float(lengths[0]), 1.0)
+    background = fill_background(rgb, alpha)
+    parts = split_parts(rgb, alpha, joints, visibility, size)
+    facing = 1 if joints[J["l_shoulder"], 0] >= joints[J["r_shoulder"], 0] else -1
+    return CharacterRig(
+        background=background,
+        joints=joints,
+        visibility=visibility,
+        bone_lengths=lengths,
+        parts=parts,
+        facing=facing,
+        size=size,
+    )
+
+
+def refine_mask(rgb: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """Segmentation snapped to the image's edges (guided filter), one body, no holes: float32 alpha 0..1."""
+    binary = (soft > 0.5).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count > 1:
+        # Keep the body and any sizeable piece (a detached hand or hair lock), drop specks.
+        biggest = stats[1:, cv2.CC_STAT_AREA].max()
+        keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= 0.02 * biggest]
+        binary = np.isin(labels, keep).astype(np.uint8)
+    # Fill holes: anything not reachable from the border is inside the body.
+    flood = binary.copy()
+    pad = np.zeros((flood.shape[0] + 2, flood.shape[1] + 2), np.uint8)
+    cv2.floodFill(flood, pad, (0, 0), 1)
+    binary = binary | (1 - flood)
+    alpha = binary.astype(np.float32)
+    if hasattr(cv2, "ximgproc"):
+        radius = max(2, round(min(rgb.shape[:2]) / 240))
+        alpha = cv2.ximgproc.guidedFilter(rgb, alpha, radius, 1e-3)
+    else:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), 1.0)
+    return np.clip(alpha, 0.0, 1.0)
+
+
+def fill_background(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Inpaint the person away (at reduced size: it is a large hole) so moving limbs uncover scenery."""
+    height, width = rgb.shape[:2]
+    hole = (alpha > 0.05).astype(np.uint8)
+    grow = max(3, round(min(height, width) / 60))
+    hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    scale = min(1.0, 320 / min(height, width))
+    small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole, small.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
+    filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
+    filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_CUBIC)
+    blend = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 2)[..., None]
+    return (rgb * (1 - blend) + filled * blend).astype(np.uint8)
+
+
+def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = b - a
+    t = np.clip(((points - a) @ ab) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
+    closest = a + t[:, None] * ab
+    return np.linalg.norm(points - closest, axis=1)
+
+
+def split_parts(
+    rgb: np.ndarray, alpha: np.ndarray, joints: np.ndarray, visibility: np.ndarray, size: float
+) -> list[PartLayer]:
+    """Label each person pixel with its nearest bone, then cut one premultiplied layer per part."""
+    height, width = alpha.shape
+    ys, xs = np.nonzero(alpha > 0.02)
+    points = np.stack([xs, ys], axis=1).astype(np.float64)
+    shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
+    torso_radius = 0.4 * max(shoulder_width, 0.5 * size)
+    head_radius = max(
+        0.45 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.25 * shoulder_width
+    )
+    specs = [
+        s for s in PARTS if s.kind in ("torso", "head") or min(visibility[s.start], visibility[s.end]) > 0.3
+    ]
+    cost = np.empty((len(specs), len(points)))
+    for i, spec in enumerate(specs):
+        if spec.kind == "torso":
+            hips = (joints[J["l_hip"]] + joints[J["r_hip"]]) / 2
+            cost[i] = _segment_distance(points, hips, joints[J["neck"]]) - torso_radius
+        elif spec.kind == "head":
+            cost[i] = np.linalg.norm(points - joints[J["head"]], axis=1) - head_radius
+        else:
+            cost[i] = _segment_distance(points, joints[spec.start], joints[spec.reach])
+    label = np.argmin(cost, axis=0)
+    labels = np.full((height, width), -1, np.int32)
+    labels[ys, xs] = label
+
+    premult = (
+        np.dstack([rgb.astype(np.float32) * alpha[..., None], alpha * 255]).clip(0, 255).astype(np.uint8)
+    )
+    layers = []
+    for i, spec in enumerate(specs):
+        own = labels == i
+        if own.sum() < 16:
+            continue
+        region = own.astype(np.uint8)
+        if spec.kind in ("arm", "leg"):
+            # A disc of the body around the proximal joint travels with the part: it covers the joint when bending.
+            thickness = max(
+                3.0, own.sum() / max(np.linalg.norm(joints[spec.reach] - joints[spec.start]), 1.0)
+            )
+            centre = tuple(int(round(v)) for v in joints[spec.start])
+            cv2.circle(region, centre, int(round(0.55 * thickness)), 1, -1)
+            region &= (alpha > 0.02).astype(np.uint8)
+        # Parts overlap by two pixels so resampled seams never let the background show through.
+        region = cv2.dilate(region, np.ones((5, 5), np.uint8))
+        x, y, w, h = cv2.boundingRect(region)
+        pad = 2
+        x0, y0 = max(0, x - pad), max(0, y - pad)
+        x1, y1 = min(width, x + w + pad), min(height, y + h + pad)
+        crop = premult[y0:y1, x0:x1] * region[y0:y1, x0:x1, None]
+        layers.append(PartLayer(spec=spec, rgba=np.ascontiguousarray(crop), origin=(x0, y0)))
+    return layers

@@ -1,0 +1,46 @@
+"""Deliver the task object to its callback_url once the task has ended, signed and retried with backoff."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from marionet.config import Settings
+from marionet.media.fetch import post_json
+from marionet.tasks.models import TERMINAL
+from marionet.tasks.signing import sign_body
+from marionet.tasks.store import Store
+from marionet.tasks.view import task_object
+
+log = logging.getLogger("marionet.callbacks")
+
+
+def deliver_callback(task_id: str, settings: Settings, store: Store | None = None) -> bool:
+    """POST the final task object; True once a 2xx came back. Never raises."""
+    store = store or Store(settings)
+    task = store.get_task(task_id)
+    if not task.callback_url or task.status not in TERMINAL:
+        return False
+    body = json.dumps(task_object(task, store, settings), separators=(",", ":")).encode()
+    headers = {"X-Marionet-Signature": sign_body(body, settings), "X-Marionet-Task-Id": task.id}
+    delay = settings.callback_backoff_s
+    for attempt in range(1, settings.callback_attempts + 1):
+        try:
+            status = post_json(task.callback_url, body, headers, settings)
+            if 200 <= status < 300:
+                store.set_callback_status(task_id, "delivered")
+                return True
+            log.warning("callback for %s answered %s (attempt %d)", task_id, status, attempt)
+        except Exception as exc:  # any failure of a user's endpoint only costs a retry
+            log.warning("callback for %s failed: %s (attempt %d)", task_id, exc, attempt)
+        if attempt < settings.callback_attempts:
+            time.sleep(delay)
+            delay *= 2
+    store.set_callback_status(task_id, "failed")
+    return False
+
+
+def deliver_callback_in_background(task_id: str, settings: Settings) -> None:
+    threading.Thread(target=deliver_callback, args=(task_id, settings), daemon=True).start()

@@ -1,0 +1,182 @@
+"""Dispatchers: who runs pending tasks. The embedded default is a bounded pool inside the server whose
+tasks each run in a child process, so a crash in media or model code fails one task, never the server.
+
+A dispatcher only has to claim tasks (`Store.claim_next` / `Store.claim`) and call
+`marionet.tasks.runner.execute_task` for each; a Celery dispatcher can do the same from a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import threading
+import time
+from typing import Protocol
+
+from marionet.config import Settings
+from marionet.tasks.callbacks import deliver_callback_in_background
+from marionet.tasks.models import PROCESSING
+from marionet.tasks.runner import execute_task, work_dir
+from marionet.tasks.store import Store
+
+log = logging.getLogger("marionet.queue")
+
+# How long a child may keep running after a cancel before it is killed (it should stop at its next report).
+CANCEL_GRACE_S = 10.0
+_POLL_S = 0.25
+
+
+class Dispatcher(Protocol):
+    """Runs pending tasks somewhere. `submit` is a hint that one was created; polling must not depend on it."""
+
+    def start(self) -> None: ...
+
+    def submit(self, task_id: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A child whose server died (SIGKILL) must stop too: the next server reruns its task."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent_pid:
+            os._exit(3)
+
+
+def _child_main(task_id: str, settings: Settings, parent_pid: int) -> None:
+    """Entry point of the child process running one task."""
+    logging.basicConfig(level=logging.INFO)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    execute_task(task_id, settings)
+
+
+class EmbeddedDispatcher:
+    """`settings.workers` threads, each claiming one task at a time and running it in a spawned child."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._children: dict[str, multiprocessing.process.BaseProcess] = {}
+        self._lock = threading.Lock()
+        self._ctx = multiprocessing.get_context("spawn")
+
+    def start(self) -> None:
+        """Recover tasks a previous server left behind, then start the pool."""
+        requeued, failed = self.store.recover_interrupted()
+        for task_id in failed:
+            deliver_callback_in_background(task_id, self.settings)
+        if requeued or failed:
+            log.warning("recovered interrupted tasks: %d requeued, %d failed", len(requeued), len(failed))
+        for n in range(self.settings.workers):
+            thread = threading.Thread(target=self._loop, name=f"marionet-worker-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, task_id: str) -> None:
+        self._wake.set()
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._children)
+
+    def stop(self) -> None:
+        """Stop children now; their tasks go back to the queue without losing an attempt."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            children = dict(self._children)
+        for task_id, child in children.items():
+            child.terminate()
+            child.join(5)
+            if child.is_alive():
+                child.kill()
+            self.store.requeue(task_id, refund_attempt=True)
+        for thread in self._threads:
+            thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                task_id = self.store.claim_next()
+            except Exception:
+                log.exception("claiming a task failed")
+                task_id = None
+            if task_id is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                self._run_child(task_id)
+            except Exception:
+                log.exception("supervising task %s failed", task_id)
+                if self.store.fail(task_id, "internal_error", "The server could not run this task."):
+                    deliver_callback_in_background(task_id, self.settings)
+
+    def _run_child(self, task_id: str) -> None:
+        child = self._ctx.Process(
+            target=_child_main, args=(task_id, self.settings, os.getpid()), name=f"marionet-{task_id}"
+        )
+        child.start()
+        with self._lock:
+            self._children[task_id] = child
+        started = time.monotonic()
+        cancel_seen: float | None = None
+        ended_here = False
+        try:
+            while child.is_alive():
+                child.join(_POLL_S)
+                if self._stopping.is_set():
+                    return  # stop() terminates the child and requeues its task
+                if not child.is_alive():
+                    break
+                task = self.store.get_task(task_id)
+                if task.cancel_requested and cancel_seen is None:
+                    cancel_seen = time.monotonic()
+                if cancel_seen is not None and time.monotonic() - cancel_seen > CANCEL_GRACE_S:
+                    self._kill(child)
+                    ended_here = self.store.fail(
+                        task_id, "task_cancelled", "The task was cancelled by its owner."
+                    )
+                elif time.monotonic() - started > self.settings.task_timeout_s:
+                    self._kill(child)
+                    ended_here = self.store.fail(
+                        task_id,
+                        "task_timeout",
+                        f"The task ran longer than {self.settings.task_timeout_s:.0f} s and was stopped.",
+                    )
+        finally:
+            with self._lock:
+                self._children.pop(task_id, None)
+        if self._stopping.is_set():
+            return
+        shutil.rmtree(work_dir(task_id, self.settings), ignore_errors=True)
+        # A child that died without ending its task (segfault, OOM kill) fails that task only.
+        crashed = self.store.get_task(task_id).status == PROCESSING and self.store.fail(
+            task_id,
+            "engine_crashed",
+            f"The process making this video stopped unexpectedly (exit code {child.exitcode}).",
+        )
+        if crashed or ended_here:
+            deliver_callback_in_background(task_id, self.settings)
+
+    @staticmethod
+    def _kill(child: multiprocessing.process.BaseProcess) -> None:
+        child.terminate()
+        child.join(2)
+        if child.is_alive():
+            child.kill()
+            child.join(2)
+
+
+def make_dispatcher(settings: Settings, store: Store | None = None) -> Dispatcher:
+    """The dispatcher `settings.queue` names."""
+    if settings.queue == "embedded":
+        return EmbeddedDispatcher(settings, store)
+    raise NotImplementedError(f"queue '{settings.queue}' is not available in this build")

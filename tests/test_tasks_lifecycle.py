@@ -1,0 +1,167 @@
+"""Tasks running for real: the embedded pool, the CPU engine on short real media, callbacks, cancel and
+restart recovery (SIGKILL mid-task)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import time
+
+import httpx
+import pytest
+
+from marionet.media.video import probe_video
+from tests.servers import CallbackReceiver, Server, create_key, media_server, wait_for
+
+pytestmark = pytest.mark.slow
+
+TERMINAL = ("completed", "failed")
+
+
+def upload(client: httpx.Client, path) -> str:
+    with path.open("rb") as f:
+        r = client.post("/v1/files", files={"file": (path.name, f)})
+    assert r.status_code == 200, r.text
+    return r.json()["url"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("lifecycle"), {"MARIONET_CALLBACK_BACKOFF_S": "0.2"})
+    srv.key = create_key(srv.data_dir, "runner")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_task_completes_with_progress_result_and_signed_callback(server, data_dir, tmp_path):
+    receiver = CallbackReceiver(fail_first=1)  # the first delivery fails: the retry must arrive
+    video = data_dir / "halfbody_talk_3s.mp4"
+    with server.client(server.key) as client:
+        r = client.post(
+            "/v1/videos/generations",
+            json={
+                "image_url": upload(client, data_dir / "halfbody_ref_elf.jpg"),
+                "video_url": upload(client, video),
+                "callback_url": receiver.url,
+                "keep_original_sound": "no",
+            },
+        )
+        assert r.status_code == 200, r.text
+        task_id = r.json()["id"]
+        seen: list[dict] = []
+
+        def done(task: dict) -> bool:
+            seen.append(task)
+            return task["status"] in TERMINAL
+
+        task = wait_for(client, task_id, done)
+    assert task["status"] == "completed", task
+    statuses = [t["status"] for t in seen]
+    assert set(statuses) <= {"pending", "processing", "completed"}
+    progress = [t["progress"] for t in seen]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert task["task_info"] == {"can_cancel": False, "estimated_time": 0}
+    assert task["usage"]["billed_seconds"] == math.ceil(probe_video(video).duration_s)
+    assert "error" not in task and len(task["results"]) == 1
+
+    # The result downloads without a key and is a real MP4 as long as the driving video.
+    r = httpx.get(task["results"][0], timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+    out = tmp_path / "result.mp4"
+    out.write_bytes(r.content)
+    info = probe_video(out)
+    assert info.frame_count > 0 and abs(info.duration_s - probe_video(video).duration_s) < 0.5
+
+    # The callback: retried after the 500, body is the final task object, signature verifies.
+    for _ in range(100):
+        if len(receiver.posts) >= 2:
+            break
+        time.sleep(0.1)
+    receiver.close()
+    assert len(receiver.posts) == 2
+    secret = (server.data_dir / "secret").read_text().strip().encode()
+    for headers, body in receiver.posts:
+        assert headers["x-marionet-signature"] == hmac.new(secret, body, hashlib.sha256).hexdigest()
+        sent = json.loads(body)
+        assert sent["id"] == task_id and sent["status"] == "completed" and sent["progress"] == 100
+
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert float(re.search(r"^marionet_engine_seconds_total (\S+)$", metrics, re.M).group(1)) > 0
+    speed = float(re.search(r"^marionet_engine_seconds_per_video_second (\S+)$", metrics, re.M).group(1))
+    assert speed > 0 and speed != 8.0  # measured, no longer the configured default
+
+
+def test_cancel_stops_a_processing_task(server, data_dir):
+    with server.client(server.key) as client:
+        task_id = client.post(
+            "/v1/videos/generations",
+            json={
+                "image_url": upload(client, data_dir / "dance_ref_cartoon.png"),
+                "video_url": upload(client, data_dir / "dance_fullbody_12s.mp4"),
+                "character_orientation": "video",
+            },
+        ).json()["id"]
+        task = wait_for(client, task_id, lambda t: t["progress"] > 5 or t["status"] in TERMINAL)
+        assert task["status"] == "processing", task
+        r = client.post(f"/v1/tasks/{task_id}/cancel")
+        assert r.status_code == 200 and r.json()["task_info"]["can_cancel"] is False
+        task = wait_for(client, task_id, lambda t: t["status"] in TERMINAL, timeout=60)
+        assert task["status"] == "failed" and task["error"]["code"] == "task_cancelled"
+        assert client.post(f"/v1/tasks/{task_id}/cancel").status_code == 409
+
+
+def test_restart_after_sigkill_reruns_the_task(tmp_path, data_dir):
+    srv = Server(tmp_path / "data")
+    key = create_key(srv.data_dir, "restart")
+    srv.start()
+    try:
+        with srv.client(key) as client:
+            task_id = client.post(
+                "/v1/videos/generations",
+                json={
+                    "image_url": upload(client, data_dir / "halfbody_ref_elf.jpg"),
+                    "video_url": upload(client, data_dir / "halfbody_talk_3s.mp4"),
+                },
+            ).json()["id"]
+            task = wait_for(client, task_id, lambda t: t["progress"] > 5 or t["status"] in TERMINAL)
+            assert task["status"] == "processing", task
+        srv.stop(kill=True)
+        srv.start()
+        with srv.client(key) as client:
+            task = wait_for(client, task_id, lambda t: t["status"] in TERMINAL)
+        assert task["status"] == "completed", task
+        assert httpx.get(task["results"][0], timeout=30).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_task_killed_on_every_attempt_fails_with_a_code(tmp_path, data_dir):
+    stalled = media_server(data_dir, stall_s=120)  # the fetch never finishes: the task sits in processing
+    srv = Server(tmp_path / "data", {"MARIONET_FETCH_READ_TIMEOUT_S": "300"})
+    key = create_key(srv.data_dir, "stuck")
+    try:
+        srv.start()
+        with srv.client(key) as client:
+            task_id = client.post(
+                "/v1/videos/generations",
+                json={
+                    "image_url": f"{stalled.url}/halfbody_ref_elf.jpg",
+                    "video_url": f"{stalled.url}/halfbody_talk_3s.mp4",
+                },
+            ).json()["id"]
+        for _ in range(2):
+            with srv.client(key) as client:
+                task = wait_for(client, task_id, lambda t: t["status"] != "pending", timeout=60)
+                assert task["status"] == "processing", task
+            srv.stop(kill=True)
+            srv.start()
+        with srv.client(key) as client:
+            task = wait_for(client, task_id, lambda t: t["status"] in TERMINAL, timeout=30)
+        assert task["status"] == "failed" and task["error"]["code"] == "worker_lost", task
+    finally:
+        srv.stop()
+        stalled.close()
