@@ -125,8 +125,8 @@ def _composite(
     warped = cv2.warpAffine(
         layer.rgba, local, (x1 - x0, y1 - y0), flags=settings.interpolation, borderMode=cv2.BORDER_CONSTANT
     )
-    alpha = warped[..., 3:4].astype(np.float32) * (1.0 / 255.0)
+    # Premultiplied "over" in uint8 with cv2's saturating SIMD ops: out = out * (1 - alpha) + colour.
+    inverse = cv2.cvtColor(255 - warped[..., 3], cv2.COLOR_GRAY2RGB)
     roi = canvas[y0:y1, x0:x1]
-    blended = roi.astype(np.float32) * (1.0 - alpha) + warped[..., :3].astype(np.float32)
-    np.clip(blended, 0, 255, out=blended)
-    roi[...] = blended.astype(np.uint8)
+    behind = cv2.multiply(roi, inverse, scale=1.0 / 255.0)
+    cv2.add(behind, warped[..., :3], dst=roi)

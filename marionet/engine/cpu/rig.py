@@ -126,7 +126,7 @@ def build_character(
     visibility = joints4[:, 3]
     lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     size = max(float(lengths[0]), 1.0)
-    background = fill_background(rgb, alpha)
+    background = fill_background(rgb, alpha, soft)
     parts = split_parts(rgb, alpha, joints, visibility, size)
     facing = 1 if joints[J["l_shoulder"], 0] >= joints[J["r_shoulder"], 0] else -1
     return CharacterRig(
@@ -163,20 +163,37 @@ def refine_mask(rgb: np.ndarray, soft: np.ndarray) -> np.ndarray:
     return np.clip(alpha, 0.0, 1.0)
 
 
-def fill_background(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Inpaint the person away (at reduced size: it is a large hole) so moving limbs uncover scenery."""
+def fill_background(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """Remove the person and their halo, filling the hole from the scenery around it (push-pull interpolation).
+
+    The hole is generous: glows and soft edges left behind would read as a ghost of the image's pose.
+    """
     height, width = rgb.shape[:2]
-    hole = (alpha > 0.05).astype(np.uint8)
-    grow = max(3, round(min(height, width) / 60))
+    grow = max(3, round(min(height, width) / 28))
+    hole = ((alpha > 0.02) | (soft > 0.05)).astype(np.uint8)
     hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    scale = min(1.0, 320 / min(height, width))
-    small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    small_hole = cv2.resize(hole, small.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-    small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
-    filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
-    filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_CUBIC)
-    blend = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 2)[..., None]
+    filled = push_pull_fill(rgb, 1.0 - hole.astype(np.float32))
+    blend = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 3)[..., None]
+    blend = np.maximum(blend, hole[..., None].astype(np.float32))
     return (rgb * (1 - blend) + filled * blend).astype(np.uint8)
+
+
+def push_pull_fill(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Fill pixels where `valid` is 0 with a smooth interpolation of the valid ones (pull down, push up)."""
+    colour = [rgb.astype(np.float32) * valid[..., None]]
+    weight = [valid.astype(np.float32)]
+    while min(weight[-1].shape) > 4:
+        colour.append(cv2.pyrDown(colour[-1]))
+        weight.append(cv2.pyrDown(weight[-1]))
+    filled = colour[-1] / np.maximum(weight[-1], 1e-6)[..., None]
+    for level in range(len(colour) - 2, -1, -1):
+        size = colour[level].shape[1::-1]
+        coarse = cv2.pyrUp(filled, dstsize=size)
+        w = weight[level][..., None]
+        own = colour[level] / np.maximum(w, 1e-6)
+        trust = np.clip(w * 4.0, 0.0, 1.0)
+        filled = own * trust + coarse * (1.0 - trust)
+    return np.clip(filled, 0, 255)
 
 
 def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -198,6 +215,8 @@ def split_parts(
     head_radius = max(
         0.45 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.25 * shoulder_width
     )
+    hip_width = float(np.linalg.norm(joints[J["l_hip"]] - joints[J["r_hip"]]))
+    limb_reach = {"arm": 0.45 * max(shoulder_width, 0.5 * size), "leg": 0.7 * max(hip_width, 0.3 * size)}
     specs = [
         s for s in PARTS if s.kind in ("torso", "head") or min(visibility[s.start], visibility[s.end]) > 0.3
     ]
@@ -209,7 +228,10 @@ def split_parts(
         elif spec.kind == "head":
             cost[i] = np.linalg.norm(points - joints[J["head"]], axis=1) - head_radius
         else:
-            cost[i] = _segment_distance(points, joints[spec.start], joints[spec.reach])
+            # A limb claims only pixels within its own thickness; skirts, capes and sleeves stay on the body.
+            distance = _segment_distance(points, joints[spec.start], joints[spec.reach])
+            reach = limb_reach[spec.kind]
+            cost[i] = np.where(distance <= reach, distance, distance + 4 * size)
     label = np.argmin(cost, axis=0)
     labels = np.full((height, width), -1, np.int32)
     labels[ys, xs] = label

@@ -1,0 +1,208 @@
+"""Quality figures of an animation: does a person show, do the limbs follow the driver, is it steady, is it them?
+
+Everything is measured with BlazePose on the output and on the driving video at the same timestamps (both read
+at the output frame rate), and with colour histograms of the person region against the character image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from marionet.media.video import probe_video, read_frames
+
+# Upper arms, forearms, thighs, shins (BlazePose indices).
+LIMB_SEGMENTS = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 26), (26, 28))
+JITTER_LANDMARKS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+MIN_VISIBILITY = 0.5
+ANALYSIS_SIDE = 384
+IDENTITY_EVERY = 4  # frames between identity samples
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The issue's bar for a result worth showing."""
+
+    detected_share: float = 0.95
+    limb_error_deg: float = 12.0
+    jitter_ratio: float = 1.3
+    identity: float = 0.85
+
+
+@dataclass
+class QualityReport:
+    frames: int
+    detected_share: float  # output frames with a person, 0..1
+    limb_error_deg: float  # mean limb-direction error against the driving frame at the same time
+    limb_pairs: int  # (frame, segment) pairs the error is averaged over
+    jitter_ratio: float  # output keypoint jitter / driving keypoint jitter
+    output_jitter: float
+    driving_jitter: float
+    identity: float  # person-region colour-histogram correlation, output vs image, 0..1
+
+    def failures(self, targets: Targets = Targets()) -> list[str]:
+        """The figures that miss their target, as sentences."""
+        out = []
+        if self.detected_share < targets.detected_share:
+            out.append(
+                f"person detected in {self.detected_share:.1%} of frames < {targets.detected_share:.0%}"
+            )
+        if not self.limb_error_deg <= targets.limb_error_deg:
+            out.append(f"limb error {self.limb_error_deg:.1f} deg > {targets.limb_error_deg} deg")
+        if not self.jitter_ratio <= targets.jitter_ratio:
+            out.append(f"jitter ratio {self.jitter_ratio:.2f} > {targets.jitter_ratio}")
+        if self.identity < targets.identity:
+            out.append(f"identity {self.identity:.2f} < {targets.identity}")
+        return out
+
+
+@dataclass
+class _Sequence:
+    keypoints: np.ndarray  # (frames, 33, 4): x, y in pixels of the analysed frame, z, visibility
+    detected: np.ndarray  # (frames,)
+    histograms: list[np.ndarray]
+
+
+def _pose_solution():
+    import mediapipe as mp
+
+    return mp.solutions.pose
+
+
+def _person_histogram(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    region = (mask > 0.5).astype(np.uint8)
+    if region.sum() < 64:
+        return None
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], region, [30, 32], [0, 180, 0, 256])
+    return cv2.normalize(hist, hist).flatten()
+
+
+def _analyse_video(path: Path, frames: int, histograms: bool) -> _Sequence:
+    info = probe_video(path)
+    keypoints = np.zeros((frames, 33, 4), np.float32)
+    detected = np.zeros(frames, bool)
+    hists: list[np.ndarray] = []
+    with _pose_solution().Pose(
+        static_image_mode=False, model_complexity=1, enable_segmentation=histograms
+    ) as pose:
+        for index, _, rgb in read_frames(path, info, max_side=ANALYSIS_SIDE):
+            if index >= frames:
+                break
+            result = pose.process(rgb)
+            if result.pose_landmarks is None:
+                continue
+            h, w = rgb.shape[:2]
+            keypoints[index] = [
+                (lm.x * w, lm.y * h, lm.z * w, lm.visibility) for lm in result.pose_landmarks.landmark
+            ]
+            detected[index] = True
+            if histograms and index % IDENTITY_EVERY == 0 and result.segmentation_mask is not None:
+                hist = _person_histogram(rgb, result.segmentation_mask)
+                if hist is not None:
+                    hists.append(hist)
+    return _Sequence(keypoints=keypoints, detected=detected, histograms=hists)
+
+
+def _image_histogram(path: Path) -> np.ndarray | None:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        return None
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    scale = min(1.0, 1024 / max(rgb.shape[:2]))
+    rgb = cv2.resize(
+        rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA
+    )
+    with _pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
+        result = pose.process(rgb)
+    if result.segmentation_mask is None:
+        return None
+    return _person_histogram(rgb, result.segmentation_mask)
+
+
+def limb_error(a: _Sequence, b: _Sequence) -> tuple[float, int]:
+    """Mean angle (degrees) between the same limb segment in a and b, where both see both joints."""
+    errors = []
+    for start, end in LIMB_SEGMENTS:
+        seen = (
+            a.detected
+            & b.detected
+            & (np.minimum(a.keypoints[:, start, 3], a.keypoints[:, end, 3]) >= MIN_VISIBILITY)
+            & (np.minimum(b.keypoints[:, start, 3], b.keypoints[:, end, 3]) >= MIN_VISIBILITY)
+        )
+        if not seen.any():
+            continue
+        va = a.keypoints[seen, end, :2] - a.keypoints[seen, start, :2]
+        vb = b.keypoints[seen, end, :2] - b.keypoints[seen, start, :2]
+        angle = np.abs(np.arctan2(va[:, 1], va[:, 0]) - np.arctan2(vb[:, 1], vb[:, 0]))
+        angle = np.minimum(angle, 2 * np.pi - angle)
+        errors.append(np.degrees(angle))
+    if not errors:
+        return float("nan"), 0
+    joined = np.concatenate(errors)
+    return float(joined.mean()), int(joined.size)
+
+
+def jitter(seq: _Sequence) -> float:
+    """Mean keypoint acceleration (second difference) over runs of detected frames, in body sizes per frame^2."""
+    k = seq.keypoints
+    triple = seq.detected[:-2] & seq.detected[1:-1] & seq.detected[2:]
+    if not triple.any():
+        return float("nan")
+    shoulders = (k[:, 11, :2] + k[:, 12, :2]) / 2
+    hips = (k[:, 23, :2] + k[:, 24, :2]) / 2
+    size = float(np.median(np.linalg.norm(shoulders - hips, axis=1)[seq.detected]))
+    points = k[:, list(JITTER_LANDMARKS), :2]
+    accel = np.linalg.norm(points[2:] - 2 * points[1:-1] + points[:-2], axis=2)  # (frames-2, landmarks)
+    return float(accel[triple].mean() / max(size, 1e-6))
+
+
+def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> QualityReport:
+    """All figures for one animation: `output` made from `image` driven by `driving`."""
+    out_info = probe_video(output)
+    frames = min(out_info.output_frame_count, probe_video(driving).output_frame_count)
+    out = _analyse_video(Path(output), frames, histograms=True)
+    drv = _analyse_video(Path(driving), frames, histograms=False)
+    error, pairs = limb_error(out, drv)
+    out_jitter, drv_jitter = jitter(out), jitter(drv)
+    reference = _image_histogram(Path(image))
+    if reference is None or not out.histograms:
+        identity = 0.0
+    else:
+        scores = [cv2.compareHist(reference, hist, cv2.HISTCMP_CORREL) for hist in out.histograms]
+        identity = float(np.clip(np.mean(scores), 0.0, 1.0))
+    return QualityReport(
+        frames=frames,
+        detected_share=float(out.detected.mean()) if frames else 0.0,
+        limb_error_deg=error,
+        limb_pairs=pairs,
+        jitter_ratio=out_jitter / drv_jitter if drv_jitter > 0 else float("nan"),
+        output_jitter=out_jitter,
+        driving_jitter=drv_jitter,
+        identity=identity,
+    )
+
+
+def run_eval_cli(args: argparse.Namespace) -> int:
+    """`marionet eval OUTPUT DRIVING IMAGE [--json]`: print the figures; exit 1 when a target is missed."""
+    report = evaluate(args.output, args.driving, args.image)
+    failures = report.failures()
+    if args.json:
+        print(json.dumps({**asdict(report), "failures": failures}, indent=2))
+    else:
+        print(f"frames                 {report.frames}")
+        print(f"person detected        {report.detected_share:.1%}")
+        print(f"limb error             {report.limb_error_deg:.1f} deg over {report.limb_pairs} limb-frames")
+        print(
+            f"jitter ratio           {report.jitter_ratio:.2f} "
+            f"(output {report.output_jitter:.4f}, driving {report.driving_jitter:.4f})"
+        )
+        print(f"identity               {report.identity:.3f}")
+        for line in failures:
+            print(f"MISSED: {line}")
+    return 1 if failures else 0
