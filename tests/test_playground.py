@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.servers import Server, create_key
 
 pytestmark = pytest.mark.browser
 
@@ -33,72 +29,17 @@ CHROMIUM_ARGS = [
 TASK_TIMEOUT_MS = 240_000
 
 
-@dataclass(frozen=True)
-class Server:
-    url: str
-    key: str
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "marionet", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`marionet serve` on a free loopback port with a fresh data dir."""
+    server = Server(tmp_path_factory.mktemp("playground-data")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`marionet serve` on a free loopback port with a fresh data dir and a key made by the CLI."""
-    data = tmp_path_factory.mktemp("playground-data")
-    env = {**os.environ, "MARIONET_DATA_DIR": str(data)}
-    key = _cli("keys", "create", "--name", "playground", env=env).stdout.strip().splitlines()[-1]
-    port = _free_port()
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "marionet", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--data-dir", str(data)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{(data / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not healthy after 60 s:\n{(data / 'server.log').read_text()}")
-            time.sleep(0.2)
-        yield Server(url=url, key=key)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def key(server: Server) -> str:
+    return create_key(server.data_dir, "playground")
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +62,13 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server: Server):
+def page(browser, server: Server, key: str):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(server.url + "/")
-    page.fill("#api-key", server.key)
+    page.fill("#api-key", key)
     yield page
     context.close()
     assert errors == [], f"uncaught JavaScript errors: {errors}"
@@ -145,7 +86,7 @@ def _record_progress(page) -> None:
     )
 
 
-def test_upload_generate_and_play(page, server: Server, data_dir: Path) -> None:
+def test_upload_generate_and_play(page, server: Server, key: str, data_dir: Path) -> None:
     page.set_input_files("#image-file", str(data_dir / "halfbody_ref_elf.jpg"))
     page.set_input_files("#video-file", str(data_dir / "halfbody_talk_3s.mp4"))
     page.wait_for_function("document.getElementById('image-preview').naturalWidth > 0")
@@ -166,11 +107,12 @@ def test_upload_generate_and_play(page, server: Server, data_dir: Path) -> None:
     assert page.evaluate("document.getElementById('result-video').readyState") >= 2
 
     seen = page.evaluate("window.progressSeen")
+    print("progress seen:", seen)
     assert seen[0] == 0 and seen[-1] == 100, seen
     assert seen == sorted(seen), f"progress went backwards: {seen}"
     assert any(0 < value < 100 for value in seen), f"no intermediate progress shown: {seen}"
 
-    with server.api() as api:
+    with server.client(key) as api:
         task = api.get(f"/v1/tasks/{task_id}").json()
     assert task["status"] == "completed"
     assert page.get_attribute("#download", "href") == task["results"][0]
@@ -218,10 +160,10 @@ def test_wrong_key_shows_the_api_error(page) -> None:
     assert page.inner_text("#error-code") == error["code"]
 
 
-def test_key_is_kept_in_the_browser(page, server: Server) -> None:
+def test_key_is_kept_in_the_browser(page, key: str) -> None:
     page.reload()
-    assert page.input_value("#api-key") == server.key
-    assert page.evaluate("localStorage.getItem('marionet.apiKey')") == server.key
+    assert page.input_value("#api-key") == key
+    assert page.evaluate("localStorage.getItem('marionet.apiKey')") == key
 
 
 def test_every_control_is_labelled_and_fits_a_phone(page) -> None:
