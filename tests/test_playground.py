@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -63,7 +64,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, server: Server, key: str):
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -115,13 +116,24 @@ def test_upload_generate_and_play(page, server: Server, key: str, data_dir: Path
     with server.client(key) as api:
         task = api.get(f"/v1/tasks/{task_id}").json()
     assert task["status"] == "completed"
-    assert page.get_attribute("#download", "href") == task["results"][0]
-    result_url = page.evaluate("url => new URL(url, location.href).href", task["results"][0])
-    assert page.evaluate("document.getElementById('result-video').currentSrc") == result_url
+    # Each read signs the link afresh (new expiry), so compare the result's path, not the whole URL.
+    href = page.get_attribute("#download", "href")
+    assert urlsplit(href).path == urlsplit(task["results"][0]).path
+    assert page.evaluate("document.getElementById('result-video').currentSrc") == href
     video_size = page.evaluate(
         "[document.getElementById('result-video').videoWidth, document.getElementById('result-video').videoHeight]"
     )
     assert min(video_size) > 0
+    # The output lasts as long as the driving video (3.53 s) and seeks: stop mid-motion for the screenshot.
+    duration = page.evaluate(
+        """() => new Promise(resolve => {
+          const video = document.getElementById('result-video');
+          video.pause();
+          video.addEventListener('seeked', () => resolve(video.duration), {once: true});
+          video.currentTime = video.duration / 2;
+        })"""
+    )
+    assert abs(duration - 3.53) < 0.3
 
     row = page.locator(f"#tasks-body tr[data-task-id='{task_id}']")
     row.locator(".badge.completed").wait_for()
