@@ -144,6 +144,11 @@ def test_upload_generate_and_play(page, server: Server, key: str, data_dir: Path
     page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
     assert (ARTIFACTS / "playground.png").stat().st_size > 10_000
 
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") == 0
+    assert page.locator("#result-video").bounding_box()["width"] <= 390
+    page.screenshot(path=str(ARTIFACTS / "playground-phone.png"), full_page=True)
+
 
 def test_bad_image_shows_the_api_error(page, tmp_path: Path, data_dir: Path) -> None:
     text_file = tmp_path / "not-an-image.jpg"
@@ -202,3 +207,22 @@ def test_keyboard_reaches_the_form(page) -> None:
         page.keyboard.press("Tab")
         reached.add(page.evaluate("document.activeElement.id || document.activeElement.name"))
     assert {"api-key", "image-file", "video-file", "prompt", "submit"} <= reached
+
+
+def test_failed_task_shows_its_error(page, server: Server, key: str, data_dir: Path) -> None:
+    page.set_input_files("#image-file", str(data_dir / "halfbody_ref_elf.jpg"))
+    page.set_input_files("#video-file", str(data_dir / "skeleton_render_no_person.mp4"))
+    with page.expect_response(lambda r: r.url.endswith("/v1/videos/generations")) as created:
+        page.click("#submit")
+    task_id = created.value.json()["id"]
+    page.locator("#error").wait_for(state="visible", timeout=TASK_TIMEOUT_MS)
+
+    with server.client(key) as api:
+        task = api.get(f"/v1/tasks/{task_id}").json()
+    assert task["status"] == "failed"
+    assert page.inner_text("#error-message") == task["error"]["message"]
+    assert page.inner_text("#error-code") == task["error"]["code"]
+    assert page.is_hidden("#output")
+    row = page.locator(f"#tasks-body tr[data-task-id='{task_id}']")
+    row.locator(".badge.failed").wait_for()
+    assert task["error"]["code"] in row.inner_text()

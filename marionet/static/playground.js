@@ -286,6 +286,7 @@
       const task = await api("v1/videos/generations", { method: "POST", json: body });
       loadTasks();
       follow(task);
+      showResultPanel();
     } catch (error) {
       setStatus("Nothing is running.");
       showError(error);
@@ -293,6 +294,11 @@
       button.disabled = false;
       $("create").removeAttribute("aria-busy");
     }
+  }
+
+  /** On a phone the result card sits below the form: bring it into view so progress can be seen. */
+  function showResultPanel() {
+    $("result").scrollIntoView({ block: "nearest" });
   }
 
   async function cancel() {
@@ -308,7 +314,7 @@
   async function open(id) {
     try {
       follow(await api(`v1/tasks/${encodeURIComponent(id)}`));
-      $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+      showResultPanel();
     } catch (error) {
       showError(error);
     }
