@@ -67,7 +67,14 @@ class Settings(BaseSettings):
         "", description="Comma-separated hosts or CIDR networks that may be fetched despite being private."
     )
     fetch_connect_timeout_s: float = 10.0
-    fetch_read_timeout_s: float = 30.0
+    fetch_read_timeout_s: float = Field(30.0, description="Longest wait for the next byte of a fetched file.")
+    fetch_total_timeout_s: float = Field(
+        300.0, description="Longest a whole fetch (redirects, headers and body) may take: stops slow drips."
+    )
+    input_cache_ttl_s: float = Field(
+        3600.0,
+        description="How long a fetched URL's content is reused by later tasks without fetching again.",
+    )
 
     # Scale-out
     redis_url: str = "redis://127.0.0.1:6379/0"

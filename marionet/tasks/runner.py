@@ -17,7 +17,7 @@ import httpx
 from marionet.config import Settings
 from marionet.engine import AnimationRequest, AnimationResult, ProgressFn, load_engine, no_progress
 from marionet.errors import EngineError, MarionetError, TaskCancelled
-from marionet.media.ingest import check_image, check_video, load_input
+from marionet.media.ingest import ingest_input, task_workdir
 from marionet.media.video import VideoInfo
 from marionet.tasks.callbacks import deliver_callback
 from marionet.tasks.models import PROCESSING
@@ -43,7 +43,7 @@ def error_for(exc: BaseException) -> tuple[str, str]:
 
 
 def work_dir(task_id: str, settings: Settings) -> Path:
-    """Per-task scratch directory; removed whatever happens (by the runner, or its parent after a crash)."""
+    """The task's scratch folder (media.ingest.task_workdir); its parent removes it after a crash."""
     return settings.resolved_storage_dir() / "work" / task_id
 
 
@@ -69,12 +69,13 @@ def prepare_inputs(
     *,
     allow_local: bool = False,
 ) -> Inputs:
-    """Fetch or copy both inputs into dest_dir and validate their content."""
-    image_path = load_input(image_source, "image", dest_dir, settings, allow_local=allow_local)
-    check_image(image_path)
-    video_path = load_input(video_source, "video", dest_dir, settings, allow_local=allow_local)
-    video = check_video(video_path, orientation)
-    return Inputs(image_path, video_path, video)
+    """Fetch or copy both inputs into dest_dir, validated (the video against the orientation's limit)."""
+    image = ingest_input(image_source, "image", dest_dir, settings, allow_local=allow_local)
+    video = ingest_input(
+        video_source, "video", dest_dir, settings, orientation=orientation, allow_local=allow_local
+    )
+    assert isinstance(video.info, VideoInfo)
+    return Inputs(image.path, video.path, video.info)
 
 
 def run_engine(
@@ -118,38 +119,35 @@ def execute_task(task_id: str, settings: Settings) -> None:
     task = store.get_task(task_id)
     if task.status != PROCESSING:
         return
-    scratch = work_dir(task_id, settings)
     final = results_dir(settings) / f"{task_id}.mp4"
     try:
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        reporter = ProgressReporter(store, task_id)
-        reporter.set(0)
-        inputs = prepare_inputs(task.image_url, task.video_url, task.character_orientation, scratch, settings)
-        store.record_input(task_id, inputs.video.duration_s)
-        reporter.set(INPUT_PROGRESS)
-        request = AnimationRequest(
-            image_path=inputs.image_path,
-            video_path=inputs.video_path,
-            output_path=scratch / "output.mp4",
-            mode=task.mode,  # type: ignore[arg-type]
-            character_orientation=task.character_orientation,  # type: ignore[arg-type]
-            keep_original_sound=task.keep_original_sound,
-            prompt=task.prompt,
-        )
-        started = time.monotonic()
-        result = run_engine(task.engine, request, reporter.engine_progress)
-        engine_seconds = time.monotonic() - started
-        shutil.move(str(result.output_path), final)
-        if not store.complete(
-            task_id, str(final.relative_to(settings.resolved_storage_dir())), engine_seconds, result.warnings
-        ):
+        with task_workdir(settings, task_id) as scratch:
+            reporter = ProgressReporter(store, task_id)
+            reporter.set(0)
+            inputs = prepare_inputs(
+                task.image_url, task.video_url, task.character_orientation, scratch, settings
+            )
+            store.record_input(task_id, inputs.video.duration_s)
+            reporter.set(INPUT_PROGRESS)
+            request = AnimationRequest(
+                image_path=inputs.image_path,
+                video_path=inputs.video_path,
+                output_path=scratch / "output.mp4",
+                mode=task.mode,  # type: ignore[arg-type]
+                character_orientation=task.character_orientation,  # type: ignore[arg-type]
+                keep_original_sound=task.keep_original_sound,
+                prompt=task.prompt,
+            )
+            started = time.monotonic()
+            result = run_engine(task.engine, request, reporter.engine_progress)
+            engine_seconds = time.monotonic() - started
+            shutil.move(str(result.output_path), final)
+        relative = str(final.relative_to(settings.resolved_storage_dir()))
+        if not store.complete(task_id, relative, engine_seconds, result.warnings):
             final.unlink(missing_ok=True)  # ended meanwhile (timeout or cancel by the dispatcher)
     except BaseException as exc:
         code, message = error_for(exc)
         store.fail(task_id, code, message)
         if not isinstance(exc, Exception):
             raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     deliver_callback(task_id, settings, store)

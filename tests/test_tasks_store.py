@@ -1,0 +1,178 @@
+"""The task store on a real database: atomic claims, monotonic progress, recovery and retention.
+SQLite always; PostgreSQL too when one answers on loopback (MARIONET_TEST_PG)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from marionet.api.app import create_app
+from marionet.config import Settings
+from marionet.tasks.db import migrate
+from marionet.tasks.retention import purge_expired
+from marionet.tasks.signing import result_link
+from marionet.tasks.store import NewTask, Store
+
+PG = os.environ.get("MARIONET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_url():
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        pytest.skip("no PostgreSQL on loopback")
+    name = f"marionet_store_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE DATABASE {name}")
+    yield PG.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
+    from marionet.tasks.db import get_engine
+
+    for url in list(_opened):
+        get_engine(url).dispose()
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+_opened: set[str] = set()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        settings = Settings(data_dir=tmp_path)
+        migrate(settings)
+        yield Store(settings)
+        return
+    gen = _postgres_url()
+    url = next(gen)
+    _opened.add(url)
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    migrate(settings)
+    yield Store(settings)
+    next(gen, None)
+
+
+def new_task(store: Store, key_id: int) -> str:
+    params = NewTask(
+        model="kling-v3-motion-control",
+        engine="marionet-cpu",
+        mode="std",
+        prompt="",
+        character_orientation="image",
+        keep_original_sound=True,
+        image_url="http://127.0.0.1/i.jpg",
+        video_url="http://127.0.0.1/v.mp4",
+        callback_url=None,
+        base_url="http://127.0.0.1:1",
+    )
+    return store.create_task(key_id, params).id
+
+
+def test_one_claim_wins_among_concurrent_claimers(store):
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    barrier = threading.Barrier(12)
+
+    def claim(_: int) -> bool:
+        barrier.wait()
+        return store.claim(task_id)
+
+    with ThreadPoolExecutor(12) as pool:
+        wins = list(pool.map(claim, range(12)))
+    assert wins.count(True) == 1
+    task = store.get_task(task_id)
+    assert task.status == "processing" and task.attempts == 1
+
+
+def test_claim_next_hands_each_task_out_once(store):
+    keys = [store.create_key(f"k{i}")[0] for i in range(5)]
+    created = {new_task(store, keys[i % 5].id) for i in range(10)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(_: int) -> None:
+        while (task_id := store.claim_next()) is not None:
+            with lock:
+                claimed.append(task_id)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(worker, range(6)))
+    assert sorted(claimed) == sorted(created)
+
+
+def test_claim_next_respects_the_running_limit_per_key(store):
+    key, _ = store.create_key("busy")
+    other, _ = store.create_key("other")
+    for _ in range(3):
+        new_task(store, key.id)
+    late = new_task(store, other.id)
+    first, second = store.claim_next(), store.claim_next()
+    assert {store.get_task(first).api_key_id, store.get_task(second).api_key_id} == {key.id}
+    assert store.claim_next() == late  # the busy key's third task waits: max_running_per_key=2
+    assert store.claim_next() is None
+
+
+def test_progress_only_rises_and_reports_cancel(store):
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    assert store.claim(task_id)
+    assert store.report_progress(task_id, 40) is False
+    store.report_progress(task_id, 20)
+    assert store.get_task(task_id).progress == 40
+    assert store.request_cancel(task_id, key.id) is False  # processing: flagged for the runner
+    assert store.report_progress(task_id, 41) is True
+
+
+def test_recovery_reruns_then_fails_after_max_attempts(store):
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    for attempt in (1, 2):
+        assert store.claim(task_id)
+        requeued, failed = store.recover_interrupted()
+        if attempt == 1:
+            assert requeued == [task_id] and failed == []
+            assert store.get_task(task_id).status == "pending"
+    assert failed == [task_id]
+    task = store.get_task(task_id)
+    assert task.status == "failed" and task.error_code == "worker_lost" and task.attempts == 2
+
+
+def test_retention_deletes_results_and_the_link_answers_410(tmp_path):
+    settings = Settings(data_dir=tmp_path, retention_hours=1.0)
+    migrate(settings)
+    store = Store(settings)
+    key, token = store.create_key("k")
+    task_id = new_task(store, key.id)
+    assert store.claim(task_id)
+    result = settings.resolved_storage_dir() / "results" / f"{task_id}.mp4"
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    assert store.complete(task_id, f"results/{task_id}.mp4", 2.0, [])
+    upload = settings.resolved_storage_dir() / "files" / "file-old"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(upload, (old, old))
+
+    with TestClient(create_app(settings, run_workers=False)) as client:
+        link = result_link(task_id, str(client.base_url), settings)
+        for _ in range(100):  # the server's janitor runs a pass at startup
+            if not upload.exists():
+                break
+            time.sleep(0.05)
+        assert not upload.exists()  # two hours old: gone
+        assert client.get(link).status_code == 200  # an hour not passed: kept
+        assert purge_expired(settings, store) == 0
+        assert purge_expired(settings, store, now=time.time() + 3700) == 1
+        assert not result.exists()
+        r = client.get(link)
+        assert r.status_code == 410 and r.json()["error"]["code"] == "result_deleted"
+        task = client.get(f"/v1/tasks/{task_id}", headers={"Authorization": f"Bearer {token}"}).json()
+        assert task["status"] == "completed" and httpx.URL(task["results"][0]).path.endswith(".mp4")
