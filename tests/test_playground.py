@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.servers import Server, create_key
+from tests.servers import Server, create_key, media_server
 
 pytestmark = pytest.mark.browser
 
@@ -209,9 +209,27 @@ def test_keyboard_reaches_the_form(page) -> None:
     assert {"api-key", "image-file", "video-file", "prompt", "submit"} <= reached
 
 
-def test_failed_task_shows_its_error(page, server: Server, key: str, data_dir: Path) -> None:
-    page.set_input_files("#image-file", str(data_dir / "halfbody_ref_elf.jpg"))
+@pytest.fixture
+def media(data_dir: Path) -> Iterator[str]:
+    """The shared media on their own loopback server, for inputs given by URL."""
+    server = media_server(data_dir)
+    yield server.url
+    server.close()
+
+
+def test_image_by_url_and_a_failed_task_shows_its_error(
+    page, server: Server, key: str, media: str, data_dir: Path
+) -> None:
+    page.check("input[name=image-from][value=url]")
+    assert page.is_hidden("#image-file")
+    page.fill("#image-url", f"{media}/halfbody_ref_elf.jpg")
+    page.press("#image-url", "Tab")
+    page.wait_for_function("document.getElementById('image-preview').naturalWidth > 0")
+    assert page.evaluate("document.getElementById('image-preview').naturalWidth") == 1280
+    # MPEG-4 Part 2 with no person in it: Chromium cannot preview it, and the engine finds nobody.
     page.set_input_files("#video-file", str(data_dir / "skeleton_render_no_person.mp4"))
+    page.locator("#video-empty", has_text="cannot preview").wait_for()
+
     with page.expect_response(lambda r: r.url.endswith("/v1/videos/generations")) as created:
         page.click("#submit")
     task_id = created.value.json()["id"]
@@ -226,3 +244,22 @@ def test_failed_task_shows_its_error(page, server: Server, key: str, data_dir: P
     row = page.locator(f"#tasks-body tr[data-task-id='{task_id}']")
     row.locator(".badge.failed").wait_for()
     assert task["error"]["code"] in row.inner_text()
+
+
+def test_cancel_button_stops_the_task(page, server: Server, key: str, data_dir: Path) -> None:
+    page.set_input_files("#image-file", str(data_dir / "halfbody_ref_elf.jpg"))
+    page.set_input_files("#video-file", str(data_dir / "halfbody_talk_3s.mp4"))
+    with page.expect_response(lambda r: r.url.endswith("/v1/videos/generations")) as created:
+        page.click("#submit")
+    task_id = created.value.json()["id"]
+    page.locator("#cancel").wait_for(state="visible")
+    with page.expect_response(lambda r: r.url.endswith(f"/v1/tasks/{task_id}/cancel")) as cancelled:
+        page.click("#cancel")
+    assert cancelled.value.status == 200
+    page.locator("#error").wait_for(state="visible", timeout=TASK_TIMEOUT_MS)
+    assert page.inner_text("#error-code") == "task_cancelled"
+    with server.client(key) as api:
+        task = api.get(f"/v1/tasks/{task_id}").json()
+    assert (task["status"], task["error"]["code"]) == ("failed", "task_cancelled")
+    assert page.inner_text("#error-message") == task["error"]["message"]
+    assert page.is_hidden("#cancel")

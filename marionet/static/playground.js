@@ -96,6 +96,7 @@
   function showPreview(kind, src) {
     const preview = $(`${kind}-preview`);
     const empty = $(`${kind}-empty`);
+    empty.textContent = `No ${kind} chosen yet.`;
     if (src) {
       preview.src = src;
       preview.hidden = false;
@@ -136,6 +137,13 @@
       });
     }
     $(`${kind}-file`).addEventListener("change", () => refreshPreview(kind));
+    // The server decodes more formats than a browser (MPEG-4 Part 2, for one): say so rather than show nothing.
+    $(`${kind}-preview`).addEventListener("error", (event) => {
+      if (!event.currentTarget.getAttribute("src")) return;
+      event.currentTarget.hidden = true;
+      $(`${kind}-empty`).textContent = `This browser cannot preview this ${kind}; the server may still accept it.`;
+      $(`${kind}-empty`).hidden = false;
+    });
     $(`${kind}-url`).addEventListener("change", () => refreshPreview(kind));
   }
 
