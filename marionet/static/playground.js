@@ -331,6 +331,7 @@
   // ---- Recent tasks ---------------------------------------------------------------------------------------
 
   let tasksLoading = false;
+  let tasksStale = false; // A refresh asked for during a load: run it after, or a final state could be missed.
 
   async function loadTasks() {
     const note = $("tasks-note");
@@ -340,8 +341,12 @@
       note.textContent = "Paste a key to see your tasks.";
       return;
     }
-    if (tasksLoading) return;
+    if (tasksLoading) {
+      tasksStale = true;
+      return;
+    }
     tasksLoading = true;
+    tasksStale = false;
     try {
       const answer = await api(`v1/tasks?limit=${TASKS_SHOWN}`);
       const tasks = (answer.data || []).slice(0, TASKS_SHOWN);
@@ -354,6 +359,7 @@
       note.textContent = `Could not list tasks: ${error.message} (${error.code})`;
     } finally {
       tasksLoading = false;
+      if (tasksStale) loadTasks();
     }
   }
 
