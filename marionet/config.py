@@ -68,8 +68,17 @@ class Settings(BaseSettings):
     )
     fetch_connect_timeout_s: float = 10.0
     fetch_read_timeout_s: float = Field(30.0, description="Longest wait for the next byte of a fetched file.")
+    fetch_ca_bundle: Path | None = Field(
+        None, description="PEM file of extra certificate authorities trusted by https fetches (a private CA)."
+    )
     fetch_total_timeout_s: float = Field(
         300.0, description="Longest a whole fetch (redirects, headers and body) may take: stops slow drips."
+    )
+    probe_timeout_s: float = Field(
+        60.0, description="Longest the isolated check of one input file may take before it is refused."
+    )
+    probe_memory_mb: int = Field(
+        4096, description="Address-space cap of the process checking one input file."
     )
     input_cache_ttl_s: float = Field(
         3600.0,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 Route = Callable[[BaseHTTPRequestHandler], None]
 
@@ -29,6 +31,8 @@ class LoopbackServer:
     port: int = 0
     routes: dict[str, Route] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    tls: tuple[Path, Path] | None = None  # (certificate, key): serve https
+    sni: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         server = self
@@ -57,11 +61,17 @@ class LoopbackServer:
         self.httpd = ThreadingHTTPServer((self.address, self.port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            context.sni_callback = lambda sock, name, ctx: self.sni.append(name)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def url(self, path: str, host: str | None = None) -> str:
-        return f"http://{host or self.address}:{self.port}{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host or self.address}:{self.port}{path}"
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]

@@ -278,6 +278,10 @@ def test_models_health_metrics_docs(server, alice):
         schema = anonymous.get("/openapi.json").json()
         for path in ("/v1/videos/generations", "/v1/tasks/{task_id}", "/v1/tasks", "/v1/files", "/v1/models"):
             assert path in schema["paths"]
+        for methods in schema["paths"].values():
+            for operation in methods.values():
+                assert "422" not in operation["responses"]
+        assert "400" in schema["paths"]["/v1/videos/generations"]["post"]["responses"]
         create = schema["components"]["schemas"]["CreateTaskRequest"]["properties"]
         assert set(create) >= {"model", "image_url", "video_url", "mode", "prompt", "character_orientation"}
         assert anonymous.get("/docs").status_code == 200

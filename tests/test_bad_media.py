@@ -7,6 +7,7 @@ import struct
 import av
 import numpy as np
 import pytest
+from conftest import DATA
 from ingest_http import LoopbackServer, serve
 from ingest_media import (
     image_bytes,
@@ -19,6 +20,7 @@ from ingest_media import (
 from marionet.config import Settings
 from marionet.errors import InputError
 from marionet.media.ingest import check_image, check_video, load_input
+from marionet.media.sandbox import validate_isolated
 from marionet.media.video import read_frames
 
 
@@ -188,3 +190,29 @@ def test_corrupt_images(tmp_path):
         with pytest.raises(InputError) as err:
             check_image(path)
         assert err.value.code == "image_invalid" and fragment in err.value.message, name
+
+
+def test_isolated_check_refuses_a_file_that_takes_too_long(tmp_path):
+    path = make_video(tmp_path / "v.mp4", seconds=3.2)
+    with pytest.raises(InputError) as err:
+        validate_isolated(path, "video", timeout_s=0.01, memory_mb=4096)
+    assert err.value.code == "video_invalid" and "took longer than 0.01 s" in err.value.message
+
+
+def test_isolated_check_contains_a_decoder_out_of_memory(tmp_path):
+    # 100 MB of address space is far too little to decode 1080p: the child fails (a MemoryError, or FFmpeg
+    # dying on a failed allocation), this process carries on with a clear error.
+    path = DATA / "dance_fullbody_12s.mp4"
+    with pytest.raises(InputError) as err:
+        validate_isolated(path, "video", timeout_s=60, memory_mb=100)
+    assert err.value.code == "video_invalid"
+    assert "needed more than 100 MB" in err.value.message or "decoder crashed" in err.value.message
+    assert validate_isolated(path, "video", timeout_s=60, memory_mb=4096).duration_s == 12.0
+
+
+def test_isolated_check_returns_the_same_errors(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(50000, 50000))
+    with pytest.raises(InputError) as err:
+        validate_isolated(bomb, "image", timeout_s=60, memory_mb=4096)
+    assert err.value.code == "image_too_large" and err.value.param == "image_url"

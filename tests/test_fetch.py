@@ -7,7 +7,9 @@ refusal happens before any byte is sent (the server records every request it get
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 
 import pytest
 from ingest_http import (
@@ -250,3 +252,75 @@ def test_post_json_uses_the_same_safety_check(tmp_path, server):
         post_json("file:///tmp/x", b"{}", {}, _settings(tmp_path, allow=""))
     assert err.value.code == "unsupported_url"
     assert server.requests == []
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for public.example (made with the openssl command)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key)]
+        + ["-out", str(cert), "-subj", "/CN=public.example", "-addext", "subjectAltName=DNS:public.example"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_https_to_a_pinned_address_keeps_the_name_for_sni_and_certificate(tmp_path, certificate, monkeypatch):
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        PointedResolver({"public.example": [["127.0.0.1"]], "wrong.example": [["127.0.0.1"]]}),
+    )
+    server = LoopbackServer(tls=certificate)
+    try:
+        server.routes["/a.png"] = serve(b"over tls")
+        settings = _settings(tmp_path, allow="public.example,wrong.example", fetch_ca_bundle=certificate[0])
+        dest = tmp_path / "a"
+        fetch_to_file(
+            server.url("/a.png", host="public.example"), dest, settings, max_bytes=100, param="image_url"
+        )
+        assert dest.read_bytes() == b"over tls"
+        assert server.sni == ["public.example"] and server.requests[0].host == f"public.example:{server.port}"
+
+        # The certificate is still checked against the name: another name on the same address fails.
+        with pytest.raises(InputError) as err:
+            fetch_to_file(
+                server.url("/a.png", host="wrong.example"), dest, settings, max_bytes=100, param="image_url"
+            )
+        assert err.value.code == "fetch_failed" and "certificate" in err.value.message.lower()
+        # And without the private CA, the self-signed certificate is refused.
+        with pytest.raises(InputError) as err:
+            fetch_to_file(
+                server.url("/a.png", host="public.example"),
+                dest,
+                _settings(tmp_path, allow="public.example"),
+                max_bytes=100,
+                param="image_url",
+            )
+        assert err.value.code == "fetch_failed" and "certificate verify failed" in err.value.message
+    finally:
+        server.close()
+
+
+def test_unanswered_connection_hits_the_connect_timeout(tmp_path):
+    # A listener that never accepts, its one-slot queue already taken: the next handshake gets no answer.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    try:
+        settings = _settings(tmp_path, fetch_connect_timeout_s=0.5, fetch_read_timeout_s=5.0)
+        with pytest.raises(InputError) as err:
+            fetch_to_file(
+                f"http://127.0.0.1:{port}/a.mp4", tmp_path / "x", settings, max_bytes=100, param="video_url"
+            )
+        assert err.value.code == "fetch_timeout"
+        assert "no connection within the connect timeout of 0.5 s" in err.value.message
+    finally:
+        filler.close()
+        listener.close()

@@ -6,11 +6,10 @@ import base64
 import io
 import os
 import socket
+import subprocess
 import threading
 import time
 
-import av
-import cv2
 import pytest
 from conftest import DATA
 from ingest_http import LoopbackServer, PointedResolver, send_bytes, serve
@@ -48,17 +47,18 @@ def server():
 
 
 @pytest.fixture
-def av_opens(monkeypatch) -> list[str]:
-    """Every file PyAV opens from now on: a probe or a decode shows up here."""
-    opened: list[str] = []
-    real = av.open
+def probes(monkeypatch) -> list[list[str]]:
+    """Every isolated validation (a child process probing or decoding an input) from now on."""
+    started: list[list[str]] = []
+    real = subprocess.run
 
-    def counting(file, *args, **kwargs):
-        opened.append(str(file))
-        return real(file, *args, **kwargs)
+    def counting(command, *args, **kwargs):
+        if "marionet.media.sandbox" in command:
+            started.append(list(command))
+        return real(command, *args, **kwargs)
 
-    monkeypatch.setattr(av, "open", counting)
-    return opened
+    monkeypatch.setattr(subprocess, "run", counting)
+    return started
 
 
 def _error(call, *args, **kwargs) -> InputError:
@@ -185,22 +185,21 @@ def test_missing_upload_is_named(closed_settings):
 # Fetch once, probe once ---------------------------------------------------------------------------------
 
 
-def test_video_reused_by_many_tasks_is_fetched_and_probed_once(settings, server, tmp_path, av_opens):
+def test_video_reused_by_many_tasks_is_fetched_and_probed_once(settings, server, tmp_path, probes):
     clip = (DATA / "halfbody_talk_3s.mp4").read_bytes()
     server.routes["/a.mp4"] = serve(clip, "video/mp4")
     server.routes["/same-bytes.mp4"] = serve(clip, "video/mp4")
 
     first = ingest_input(server.url("/a.mp4"), "video", tmp_path / "t1", settings, orientation="image")
     assert first.info.frame_count == 106 and first.path.read_bytes() == clip
-    probes = len(av_opens)
-    assert probes >= 1
+    assert len(probes) == 1
 
     second = ingest_input(server.url("/a.mp4"), "video", tmp_path / "t2", settings, orientation="image")
     third = ingest_input(
         server.url("/same-bytes.mp4"), "video", tmp_path / "t3", settings, orientation="video"
     )
     assert server.paths() == ["/a.mp4", "/same-bytes.mp4"]  # a new URL is fetched; its bytes are known
-    assert len(av_opens) == probes  # nothing probed again
+    assert len(probes) == 1  # nothing probed again
     assert second.info == first.info == third.info and second.sha256 == third.sha256
     assert os.path.samefile(second.path, third.path) or second.path.read_bytes() == clip
     assert second.path.name == "video.mp4"
@@ -231,26 +230,21 @@ def test_concurrent_tasks_fetch_a_url_once(settings, server, tmp_path):
     assert server.paths() == ["/slow.mp4"]
 
 
-def test_expired_url_entry_is_fetched_again_but_not_reprobed(tmp_path, server, monkeypatch):
+def test_expired_url_entry_is_fetched_again_but_not_reprobed(tmp_path, server, probes):
     settings = Settings(data_dir=tmp_path / "data", url_allowlist="127.0.0.1", input_cache_ttl_s=0)
     server.routes["/a.jpg"] = serve(image_bytes(400, 400, ".jpg"), "image/jpeg")
-    decodes = []
-    real = cv2.imdecode
-    monkeypatch.setattr(cv2, "imdecode", lambda *a: decodes.append(1) or real(*a))
     for n in range(2):
         loaded = ingest_input(server.url("/a.jpg"), "image", tmp_path / f"t{n}", settings)
         assert loaded.info.format == "jpeg" and loaded.path.name == "image.jpg"
-    assert server.paths() == ["/a.jpg", "/a.jpg"] and len(decodes) == 1
+    assert server.paths() == ["/a.jpg", "/a.jpg"] and len(probes) == 1 and probes[0][-4] == "image"
 
 
-def test_bad_remote_video_fails_the_same_way_without_refetching(settings, server, tmp_path, av_opens):
+def test_bad_remote_video_fails_the_same_way_without_refetching(settings, server, tmp_path, probes):
     server.routes["/short.mp4"] = serve(make_video(tmp_path / "short.mp4", seconds=2.0).read_bytes())
     for n in range(2):
         err = _error(load_input, server.url("/short.mp4"), "video", tmp_path / f"t{n}", settings)
         assert err.code == "video_too_short" and "2.00 s long; it must be at least 3 s" in err.message
-        if n == 0:
-            probes = len(av_opens)
-    assert len(av_opens) == probes and server.paths() == ["/short.mp4"]
+    assert len(probes) == 1 and server.paths() == ["/short.mp4"]
 
 
 def test_local_paths_only_with_allow_local(settings, tmp_path):
@@ -270,8 +264,21 @@ def test_prune_removes_entries_unused_past_retention(settings, tmp_path):
     cache = InputCache(settings)
     assert len(list(cache.blobs.iterdir())) == 2  # the bytes and their verdict
     assert cache.prune(now=time.time()) == 0
+    assert cache.maybe_prune() == 0  # pruned moments ago by the load itself
     assert cache.prune(now=time.time() + settings.retention_hours * 3600 + 60) == 2
     assert list(cache.blobs.iterdir()) == []
+
+
+def test_ingestion_prunes_old_entries_by_itself(settings, tmp_path):
+    cache = InputCache(settings)
+    old = cache.blob("0" * 64)
+    old.write_bytes(b"stale")
+    long_ago = time.time() - settings.retention_hours * 3600 - 60
+    os.utime(old, (long_ago, long_ago))
+    (cache.root / ".pruned").touch()
+    os.utime(cache.root / ".pruned", (long_ago, long_ago))
+    load_input(str(DATA / "halfbody_ref_elf.jpg"), "image", tmp_path / "t", settings, allow_local=True)
+    assert not old.exists() and len(list(cache.blobs.iterdir())) == 2
 
 
 # Per-task folder ----------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import re
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -165,3 +168,38 @@ def test_task_killed_on_every_attempt_fails_with_a_code(tmp_path, data_dir):
     finally:
         srv.stop()
         stalled.close()
+
+
+def _task_children(server_pid: int) -> list[int]:
+    """Pids of the spawned task processes of the server (not its resource tracker)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == server_pid and b"spawn_main" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_crashing_task_process_fails_that_task_only(server, data_dir):
+    with server.client(server.key) as client:
+        body = {
+            "image_url": upload(client, data_dir / "dance_ref_cartoon.png"),
+            "video_url": upload(client, data_dir / "dance_fullbody_12s.mp4"),
+            "character_orientation": "video",
+        }
+        task_id = client.post("/v1/videos/generations", json=body).json()["id"]
+        task = wait_for(client, task_id, lambda t: t["progress"] > 5 or t["status"] in TERMINAL)
+        assert task["status"] == "processing", task
+        children = _task_children(server.proc.pid)
+        assert len(children) == 1
+        os.kill(children[0], signal.SIGKILL)  # as a segfault in native media code would end it
+        task = wait_for(client, task_id, lambda t: t["status"] in TERMINAL, timeout=60)
+        assert task["status"] == "failed" and task["error"]["code"] == "engine_crashed", task
+        assert client.get("/healthz").status_code == 200
+        assert server.proc.poll() is None

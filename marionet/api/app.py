@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -66,6 +67,25 @@ class BodyLimitMiddleware:
         await self.app(scope, receive, send)
 
 
+def _openapi_without_422(app: FastAPI) -> None:
+    """The schema documents what clients get: bad input is a 400 in the contract's error shape, never a 422."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, *, run_workers: bool = True) -> FastAPI:
     """The app for `settings` (default: from MARIONET_* env). run_workers=False serves the API only."""
     settings = settings or get_settings()
@@ -102,6 +122,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     for module in (tasks, files, results, meta):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    _openapi_without_422(app)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(LatencyMiddleware, latency=latency)
     return app

@@ -9,7 +9,7 @@ Layout under `storage_dir/cache` (shared by every worker of a cluster, like the 
   `MARIONET_INPUT_CACHE_TTL_S` ago is not fetched again. A lock file beside it makes concurrent tasks asking
   for the same URL wait for one fetch instead of each fetching.
 - `tmp/`: downloads in progress, renamed into `blobs/` when complete.
-Entries unused for `retention_hours` are removed by `prune()`.
+Entries unused for `retention_hours` are removed by `prune()`, which ingestion runs at most once an hour.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any
 
 from marionet.config import Settings
 from marionet.errors import InputError, PayloadTooLarge
-from marionet.media.validate import ImageInfo, check_image, inspect_video
+from marionet.media.sandbox import validate_isolated
+from marionet.media.validate import ImageInfo
 from marionet.media.video import VideoInfo
 
 _CHUNK = 1024 * 1024
@@ -94,6 +95,8 @@ class InputCache:
         self.tmp = self.root / "tmp"
         self.url_ttl_s = settings.input_cache_ttl_s
         self.retention_s = settings.retention_hours * 3600
+        self.probe_timeout_s = settings.probe_timeout_s
+        self.probe_memory_mb = settings.probe_memory_mb
         for folder in (self.blobs, self.urls, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -131,7 +134,8 @@ class InputCache:
         return self.blobs / f"{sha256}.{kind}.json"
 
     def validate(self, sha256: str, path: Path, kind: str) -> ImageInfo | VideoInfo:
-        """Validate `path` (whose hash is sha256) as `kind` once; later calls answer from the stored verdict.
+        """Validate `path` (whose hash is sha256) as `kind` once, in a limited child process (media.sandbox);
+        later calls answer from the stored verdict.
 
         Raises the same InputError as the first validation did.
         """
@@ -144,7 +148,9 @@ class InputCache:
             if isinstance(verdict.get("error"), dict):
                 raise _error_from(verdict["error"])
         try:
-            info = check_image(path) if kind == "image" else inspect_video(path)
+            info = validate_isolated(
+                path, kind, timeout_s=self.probe_timeout_s, memory_mb=self.probe_memory_mb
+            )
         except InputError as exc:
             error = {"code": exc.code, "message": exc.message, "param": exc.param, "status": exc.status}
             _write_json(verdict_path, {"version": _VERDICT_VERSION, "error": error})
@@ -183,6 +189,17 @@ class InputCache:
         for used in (self.blob(sha256), *self.blobs.glob(f"{sha256}.*.json")):
             with contextlib.suppress(OSError):
                 os.utime(used)
+
+    def maybe_prune(self, interval_s: float = 3600.0) -> int:
+        """prune() at most once per interval_s across all processes sharing the cache (a marker file's age)."""
+        marker = self.root / ".pruned"
+        try:
+            if time.time() - marker.stat().st_mtime < interval_s:
+                return 0
+        except FileNotFoundError:
+            pass
+        marker.touch()
+        return self.prune()
 
     def prune(self, now: float | None = None) -> int:
         """Remove entries unused for longer than retention_hours; return how many files went."""

@@ -165,8 +165,11 @@ class _Session:
         self.total_s = total_s
         self.allowlist = parse_allowlist(settings.url_allowlist)
         self.backend = _PinnedBackend(time.monotonic() + total_s, total_s)
+        context = ssl.create_default_context(cafile=certifi.where())
+        if settings.fetch_ca_bundle is not None:
+            context.load_verify_locations(cafile=str(settings.fetch_ca_bundle))
         self.pool = httpcore.ConnectionPool(
-            ssl_context=ssl.create_default_context(cafile=certifi.where()),
+            ssl_context=context,
             network_backend=self.backend,
             retries=0,
             max_connections=2,

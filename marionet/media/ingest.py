@@ -227,6 +227,7 @@ def ingest_input(
     dest = dest_dir / f"{kind}{suffix}"
     link_or_copy(origin, dest)
     cache.touch(sha256)
+    cache.maybe_prune()
     return LoadedInput(path=dest, kind=kind, sha256=sha256, info=info)
 
 

@@ -100,9 +100,11 @@ def probe_video(path: str | Path) -> VideoInfo:
             )
     except InputError:
         raise
-    except (av.FFmpegError, ValueError, OSError, StopIteration) as exc:
+    except (av.FFmpegError, ValueError, OSError, StopIteration, ZeroDivisionError, OverflowError) as exc:
+        # FFmpeg's message names the file's path on this server: say what went wrong, not where.
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise InputError(
-            f"The video could not be read: {exc}", code="video_invalid", param="video_url"
+            f"The video could not be read ({reason}).", code="video_invalid", param="video_url"
         ) from exc
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from marionet.config import Settings
@@ -15,12 +16,24 @@ from marionet.tasks.store import Store
 TASK_OVERHEAD_S = 5.0
 
 
-def estimated_time(task: Task, store: Store) -> int:
+@dataclass(frozen=True)
+class Pace:
+    """Measured engine speed (engine s per video s) and the video length to assume before probing."""
+
+    speed: float
+    typical_duration: float
+
+    @classmethod
+    def measure(cls, store: Store) -> Pace:
+        return cls(store.engine_speed(), store.typical_duration())
+
+
+def estimated_time(task: Task, store: Store, pace: Pace | None = None) -> int:
     """Seconds until done: own remaining work plus the work queued ahead, from measured engine speed."""
     if task.status in TERMINAL:
         return 0
-    speed = store.engine_speed()
-    typical = store.typical_duration()
+    pace = pace or Pace.measure(store)
+    speed, typical = pace.speed, pace.typical_duration
 
     def remaining(duration: float | None, progress: int) -> float:
         return ((duration or typical) * speed + TASK_OVERHEAD_S) * (1 - progress / 100)
@@ -32,7 +45,8 @@ def estimated_time(task: Task, store: Store) -> int:
     return max(1, math.ceil(own + ahead / store.settings.workers))
 
 
-def task_object(task: Task, store: Store, settings: Settings) -> dict[str, Any]:
+def task_object(task: Task, store: Store, settings: Settings, pace: Pace | None = None) -> dict[str, Any]:
+    """The contract's task object; pass one `pace` when rendering many tasks."""
     body: dict[str, Any] = {
         "created": task.created,
         "id": task.id,
@@ -42,7 +56,7 @@ def task_object(task: Task, store: Store, settings: Settings) -> dict[str, Any]:
         "status": task.status,
         "task_info": {
             "can_cancel": task.status in (PENDING, PROCESSING) and not task.cancel_requested,
-            "estimated_time": estimated_time(task, store),
+            "estimated_time": estimated_time(task, store, pace),
         },
         "type": "video",
         "usage": {"billing_rule": "per_second", "billed_seconds": task.billed_seconds, "mode": task.mode},

@@ -17,7 +17,7 @@ from marionet.tasks.callbacks import deliver_callback_in_background
 from marionet.tasks.models import ApiKey
 from marionet.tasks.queue import Dispatcher
 from marionet.tasks.store import NewTask, Store
-from marionet.tasks.view import task_object
+from marionet.tasks.view import Pace, task_object
 
 router = APIRouter(responses=ERROR_RESPONSES)
 TASK = {"response_model": TaskObject, "response_model_exclude_unset": True}
@@ -100,9 +100,10 @@ def list_tasks(
     store: Store = Depends(get_store),
 ) -> dict[str, Any]:
     tasks, has_more = store.list_tasks(key.id, limit, after)
+    pace = Pace.measure(store)
     return {
         "object": "list",
-        "data": [task_object(task, store, settings) for task in tasks],
+        "data": [task_object(task, store, settings, pace) for task in tasks],
         "has_more": has_more,
         "next_after": tasks[-1].id if has_more else None,
     }

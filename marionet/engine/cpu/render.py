@@ -42,9 +42,10 @@ def part_transforms(rig: CharacterRig, motion: Motion, frame: int) -> list[np.nd
                 rest[spec.start], rest[spec.end], posed[spec.start], posed[spec.end], scale
             )
         else:
-            linear, shift = _bone_map(
-                rest[spec.start], rest[spec.end], posed[spec.start], posed[spec.end], scale
-            )
+            axis = layer.axis * (-1.0 if motion.mirrored[frame] else 1.0, 1.0)
+            length = float(np.linalg.norm(rig.joints[spec.end] - rig.joints[spec.start]))
+            start = rest[spec.start]
+            linear, shift = _bone_map(start, start + axis * length, posed[spec.start], posed[spec.end], scale)
         matrix = np.eye(3)
         matrix[:2, :2] = linear
         matrix[:2, 2] = shift

@@ -88,6 +88,7 @@ class PartLayer:
     spec: PartSpec
     rgba: np.ndarray
     origin: tuple[int, int]
+    axis: np.ndarray  # unit rest direction of the part's bone, canvas pixels
 
 
 @dataclass
@@ -233,6 +234,12 @@ def split_parts(
             reach = limb_reach[spec.kind]
             cost[i] = np.where(distance <= reach, distance, distance + 4 * size)
     label = np.argmin(cost, axis=0)
+    # A stray piece far from everything (a claw past the hand's reach) goes to its nearest part after all.
+    stray = cost[label, np.arange(len(points))] > 2 * size
+    if stray.any():
+        plain = cost[:, stray].copy()
+        plain[plain > 2 * size] -= 4 * size
+        label[stray] = np.argmin(plain, axis=0)
     labels = np.full((height, width), -1, np.int32)
     labels[ys, xs] = label
 
@@ -245,6 +252,8 @@ def split_parts(
         if own.sum() < 16:
             continue
         region = own.astype(np.uint8)
+        bone = joints[spec.end] - joints[spec.start]
+        axis = bone / max(float(np.linalg.norm(bone)), 1e-6)
         if spec.kind in ("arm", "leg"):
             # A disc of the body around the proximal joint travels with the part: it covers the joint when bending.
             thickness = max(
@@ -260,5 +269,5 @@ def split_parts(
         x0, y0 = max(0, x - pad), max(0, y - pad)
         x1, y1 = min(width, x + w + pad), min(height, y + h + pad)
         crop = premult[y0:y1, x0:x1] * region[y0:y1, x0:x1, None]
-        layers.append(PartLayer(spec=spec, rgba=np.ascontiguousarray(crop), origin=(x0, y0)))
+        layers.append(PartLayer(spec=spec, rgba=np.ascontiguousarray(crop), origin=(x0, y0), axis=axis))
     return layers

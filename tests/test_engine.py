@@ -1,0 +1,184 @@
+"""The CPU engine on the shared media: output format, audio, prompt warning, pose cache, bad input, cancel.
+
+Engine runs are shared through `rendered()` (one run per case per test session), so the quality tests reuse
+these outputs instead of rendering again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import DATA
+
+from marionet.engine import load_engine
+from marionet.engine.base import AnimationRequest, AnimationResult
+from marionet.engine.cpu import CpuEngine
+from marionet.engine.cpu.engine import PROMPT_WARNING
+from marionet.errors import EngineError, TaskCancelled
+from marionet.media.video import probe_video
+
+# One folder for the session's engine outputs (test_quality reuses them), removed when pytest exits.
+WORK = Path(tempfile.mkdtemp(prefix="marionet-engine-tests-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
+CACHE = WORK / "poses"
+
+CASES = {
+    # image, video, orientation, mode, keep sound, prompt
+    "dance": (
+        "dance_ref_cartoon.png",
+        "dance_fullbody_12s.mp4",
+        "video",
+        "std",
+        True,
+        "a girl dancing at night",
+    ),
+    "half": ("halfbody_ref_elf.jpg", "halfbody_talk_3s.mp4", "image", "std", False, ""),
+    "half_pro": ("halfbody_ref_elf.jpg", "halfbody_talk_3s.mp4", "video", "pro", True, ""),
+}
+
+
+@dataclass
+class Outcome:
+    result: AnimationResult
+    request: AnimationRequest
+    progress: list[tuple[float, str]] = field(default_factory=list)
+
+
+@functools.cache
+def rendered(case: str) -> Outcome:
+    """Run the engine once per case per session; later callers get the same output file."""
+    image, video, orientation, mode, sound, prompt = CASES[case]
+    request = AnimationRequest(
+        image_path=DATA / image,
+        video_path=DATA / video,
+        output_path=WORK / f"{case}.mp4",
+        mode=mode,
+        character_orientation=orientation,
+        keep_original_sound=sound,
+        prompt=prompt,
+    )
+    calls: list[tuple[float, str]] = []
+    result = CpuEngine(cache_dir=CACHE).animate(request, lambda f, m: calls.append((f, m)))
+    return Outcome(result=result, request=request, progress=calls)
+
+
+def test_registry_builds_the_cpu_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("MARIONET_DATA_DIR", str(tmp_path))
+    from marionet.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        engine = load_engine("marionet-cpu")
+    finally:
+        get_settings.cache_clear()
+    assert engine.name == "marionet-cpu"
+    assert engine.cache_dir == tmp_path / "cache" / "poses"
+
+
+@pytest.mark.slow
+def test_dance_follows_the_driving_video_format():
+    outcome = rendered("dance")
+    info = probe_video(outcome.result.output_path)
+    driving = probe_video(DATA / "dance_fullbody_12s.mp4")
+    assert (info.width, info.height) == (720, 1244)  # the image's 704x1216 framing, 720 px short side, even
+    assert info.fps == pytest.approx(24.0)
+    assert info.frame_count == driving.output_frame_count == 288
+    assert info.duration_s == pytest.approx(12.0, abs=1e-3)
+    assert info.codec == "h264" and info.has_audio
+    result = outcome.result
+    assert (result.width, result.height, result.frame_count) == (720, 1244, 288)
+    assert result.duration_s == pytest.approx(12.0) and result.fps == pytest.approx(24.0)
+    assert result.warnings == [PROMPT_WARNING]
+
+
+@pytest.mark.slow
+def test_dance_progress_is_reported_per_batch_and_reaches_one():
+    fractions = [f for f, _ in rendered("dance").progress]
+    assert fractions == sorted(fractions)
+    assert fractions[-1] == pytest.approx(1.0)
+    assert len(fractions) >= 288 // 16 * 2  # the pose pass and the render pass both report every 16 frames
+    assert {m for _, m in rendered("dance").progress} == {"analysing motion", "rendering"}
+
+
+@pytest.mark.slow
+def test_halfbody_without_sound_keeps_the_image_framing():
+    outcome = rendered("half")
+    info = probe_video(outcome.result.output_path)
+    assert (info.width, info.height) == (1280, 720)
+    assert info.fps == pytest.approx(30.0)
+    assert info.frame_count == 106
+    assert info.duration_s == pytest.approx(106 / 30, abs=1e-3)
+    assert not info.has_audio
+    assert outcome.result.warnings == []
+
+
+@pytest.mark.slow
+def test_pro_mode_is_1080p_with_audio():
+    info = probe_video(rendered("half_pro").result.output_path)
+    assert (info.width, info.height) == (1920, 1080)
+    assert info.frame_count == 106 and info.has_audio
+
+
+@pytest.mark.slow
+def test_pose_track_is_cached_by_content(tmp_path):
+    rendered("half")  # fills the cache for halfbody_talk_3s.mp4
+    copy = tmp_path / "same-dance-other-name.mp4"
+    shutil.copyfile(DATA / "halfbody_talk_3s.mp4", copy)
+    calls: list[tuple[float, str]] = []
+    request = AnimationRequest(
+        DATA / "halfbody_ref_elf.jpg", copy, tmp_path / "out.mp4", keep_original_sound=False
+    )
+    result = CpuEngine(cache_dir=CACHE).animate(request, lambda f, m: calls.append((f, m)))
+    assert result.frame_count == 106
+    assert {m for _, m in calls} == {"rendering"}  # no pose pass: the track came from the cache
+    assert len(list(CACHE.glob("*.npz"))) >= 1
+
+
+@pytest.mark.slow
+def test_cancel_between_batches_stops_and_removes_the_output(tmp_path):
+    rendered("half")
+    output = tmp_path / "cancelled.mp4"
+    calls = []
+
+    def progress(fraction: float, message: str) -> None:
+        calls.append(fraction)
+        if len(calls) == 3:
+            raise TaskCancelled()
+
+    request = AnimationRequest(DATA / "halfbody_ref_elf.jpg", DATA / "halfbody_talk_3s.mp4", output)
+    with pytest.raises(TaskCancelled):
+        CpuEngine(cache_dir=CACHE).animate(request, progress)
+    assert len(calls) == 3
+    assert not output.exists()
+
+
+@pytest.mark.slow
+def test_a_video_without_a_person_is_refused(tmp_path):
+    output = tmp_path / "out.mp4"
+    request = AnimationRequest(DATA / "dance_ref_cartoon.png", DATA / "skeleton_render_no_person.mp4", output)
+    with pytest.raises(EngineError) as caught:
+        CpuEngine(cache_dir=tmp_path / "poses").animate(request)
+    assert caught.value.code == "no_person_in_video"
+    assert caught.value.param == "video_url"
+    assert not output.exists()
+
+
+def test_an_image_without_a_person_is_refused(tmp_path):
+    # The elf picture's left third is cave wall only: a real image with nobody in it.
+    scenery = cv2.imread(str(DATA / "halfbody_ref_elf.jpg"))[:, :400]
+    image = tmp_path / "cave.png"
+    cv2.imwrite(str(image), scenery)
+    output = tmp_path / "out.mp4"
+    request = AnimationRequest(image, DATA / "halfbody_talk_3s.mp4", output)
+    with pytest.raises(EngineError) as caught:
+        CpuEngine(cache_dir=tmp_path / "poses").animate(request)
+    assert caught.value.code == "no_person_in_image"
+    assert "person" in caught.value.message
+    assert not output.exists()
