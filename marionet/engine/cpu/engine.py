@@ -15,6 +15,7 @@ import numpy as np
 
 from marionet.engine.base import AnimationRequest, AnimationResult, ProgressFn, no_progress
 from marionet.engine.cpu import pose as pose_stage
+from marionet.engine.cpu.prefetch import prefetch
 from marionet.engine.cpu.render import RenderSettings, render_frame
 from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import build_character
@@ -40,7 +41,7 @@ class Quality:
 
 
 QUALITY = {
-    "std": Quality(short_side=720, interpolation=cv2.INTER_LINEAR, crf=21, preset="veryfast"),
+    "std": Quality(short_side=720, interpolation=cv2.INTER_LINEAR, crf=20, preset="superfast"),
     "pro": Quality(short_side=1080, interpolation=cv2.INTER_CUBIC, crf=18, preset="medium"),
 }
 
@@ -100,10 +101,14 @@ class CpuEngine:
             preset=quality.preset,
             audio_from=audio,
         ) as writer:
-            for index in range(total):
-                writer.write(render_frame(rig, motion, min(index, track.frame_count - 1), settings))
-                if (index + 1) % BATCH == 0 or index + 1 == total:
-                    progress(pose_share + (1 - pose_share) * (index + 1) / total, "rendering")
+            last = track.frame_count - 1
+            frames = (render_frame(rig, motion, min(index, last), settings) for index in range(total))
+            # closing(): a cancel raised by progress() stops the renderer thread at once.
+            with contextlib.closing(prefetch(frames)) as rendered:
+                for index, frame in enumerate(rendered, start=1):
+                    writer.write(frame)
+                    if index % BATCH == 0 or index == total:
+                        progress(pose_share + (1 - pose_share) * index / total, "rendering")
         return AnimationResult(
             output_path=request.output_path,
             duration_s=total / info.output_fps,

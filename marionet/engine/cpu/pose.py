@@ -6,6 +6,7 @@ z on the same scale as x (negative is nearer the camera).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marionet.engine.cpu.prefetch import prefetch
 from marionet.media.video import VideoInfo, read_frames
 
 # BlazePose landmark indices used by the rig.
@@ -128,17 +130,19 @@ def extract_pose_track(
     with _pose_solution().Pose(
         static_image_mode=False, model_complexity=1, enable_segmentation=True, smooth_landmarks=False
     ) as pose:
-        for index, _, rgb in read_frames(video_path, info, max_side=ANALYSIS_SIDE):
-            result = pose.process(rgb)
-            points = _landmarks_array(result, info.width, info.height)
-            if points is not None and result.segmentation_mask is not None:
-                scale = rgb.shape[1] / info.width
-                if torso_coverage(points, result.segmentation_mask, scale) >= 0.3:
-                    keypoints[index] = points
-                    detected[index] = True
-            count = index + 1
-            if count % batch == 0:
-                on_batch(count)
+        frames = prefetch(read_frames(video_path, info, max_side=ANALYSIS_SIDE))
+        with contextlib.closing(frames):
+            for index, _, rgb in frames:
+                result = pose.process(rgb)
+                points = _landmarks_array(result, info.width, info.height)
+                if points is not None and result.segmentation_mask is not None:
+                    scale = rgb.shape[1] / info.width
+                    if torso_coverage(points, result.segmentation_mask, scale) >= 0.3:
+                        keypoints[index] = points
+                        detected[index] = True
+                count = index + 1
+                if count % batch == 0:
+                    on_batch(count)
     on_batch(count)
     if count < total:
         # The stream ended before its declared length: hold the last pose so the output keeps the duration.

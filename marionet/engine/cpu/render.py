@@ -130,4 +130,4 @@ def _composite(
     inverse = cv2.cvtColor(255 - warped[..., 3], cv2.COLOR_GRAY2RGB)
     roi = canvas[y0:y1, x0:x1]
     behind = cv2.multiply(roi, inverse, scale=1.0 / 255.0)
-    cv2.add(behind, warped[..., :3], dst=roi)
+    cv2.add(behind, cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), dst=roi)  # contiguous colour: SIMD add

@@ -213,10 +213,12 @@ def split_parts(
     points = np.stack([xs, ys], axis=1).astype(np.float64)
     shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
     torso_radius = 0.4 * max(shoulder_width, 0.5 * size)
+    # Generous head: hair belongs to the head even where a hand touched it in the image.
     head_radius = max(
-        0.45 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.25 * shoulder_width
+        0.8 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.35 * shoulder_width
     )
     hip_width = float(np.linalg.norm(joints[J["l_hip"]] - joints[J["r_hip"]]))
+    limb_core = {"arm": 0.12 * max(shoulder_width, 0.5 * size), "leg": 0.3 * max(hip_width, 0.3 * size)}
     limb_reach = {"arm": 0.45 * max(shoulder_width, 0.5 * size), "leg": 0.7 * max(hip_width, 0.3 * size)}
     specs = [
         s for s in PARTS if s.kind in ("torso", "head") or min(visibility[s.start], visibility[s.end]) > 0.3
@@ -232,10 +234,10 @@ def split_parts(
             # A limb claims only pixels within its own thickness; skirts, capes and sleeves stay on the body.
             distance = _segment_distance(points, joints[spec.start], joints[spec.reach])
             reach = limb_reach[spec.kind]
-            cost[i] = np.where(distance <= reach, distance, distance + 4 * size)
+            cost[i] = np.where(distance <= reach, distance - limb_core[spec.kind], distance + 4 * size)
     label = np.argmin(cost, axis=0)
-    # A stray piece far from everything (a claw past the hand's reach) goes to its nearest part after all.
-    stray = cost[label, np.arange(len(points))] > 2 * size
+    # A piece far from the part it fell to (a claw past the hand's reach) goes to its plainly nearest part.
+    stray = cost[label, np.arange(len(points))] > 0.5 * size
     if stray.any():
         plain = cost[:, stray].copy()
         plain[plain > 2 * size] -= 4 * size
