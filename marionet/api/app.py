@@ -31,7 +31,8 @@ def bootstrap_key(store: Store, settings: Settings) -> str | None:
     if store.count_active_keys():
         return None
     _, token = store.create_key("bootstrap")
-    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    base = settings.public_url or f"http://{host}:{settings.port}"
     print(
         "\nNo API keys existed, so one was created. It is shown only this once; keep it:\n\n"
         f"  {token}\n\n"

@@ -8,6 +8,7 @@ import threading
 import time
 
 from marionet.config import Settings
+from marionet.errors import InputError
 from marionet.media.fetch import post_json
 from marionet.tasks.models import TERMINAL
 from marionet.tasks.signing import sign_body
@@ -15,6 +16,9 @@ from marionet.tasks.store import Store
 from marionet.tasks.view import task_object
 
 log = logging.getLogger("marionet.callbacks")
+
+# The URL itself is refused (scheme, private address...): retrying cannot help.
+_REFUSED = ("unsupported_url", "url_not_allowed")
 
 
 def deliver_callback(task_id: str, settings: Settings, store: Store | None = None) -> bool:
@@ -33,6 +37,11 @@ def deliver_callback(task_id: str, settings: Settings, store: Store | None = Non
                 store.set_callback_status(task_id, "delivered")
                 return True
             log.warning("callback for %s answered %s (attempt %d)", task_id, status, attempt)
+        except InputError as exc:
+            if exc.code in _REFUSED:
+                log.warning("callback for %s refused: %s", task_id, exc.message)
+                break
+            log.warning("callback for %s failed: %s (attempt %d)", task_id, exc.message, attempt)
         except Exception as exc:  # any failure of a user's endpoint only costs a retry
             log.warning("callback for %s failed: %s (attempt %d)", task_id, exc, attempt)
         if attempt < settings.callback_attempts:
