@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import marionet
 from marionet.api.errors import error_response, install_error_handlers
 from marionet.api.metrics import LatencyMiddleware, make_registry
 from marionet.api.routes import files, meta, results, tasks
+from marionet.api.routes.meta import STATIC
 from marionet.config import Settings, get_settings
 from marionet.media.ingest import VIDEO_MAX_BYTES
 from marionet.tasks.db import migrate
@@ -120,6 +122,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool = True) ->
     install_error_handlers(app)
     for module in (tasks, files, results, meta):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     _openapi_without_422(app)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(LatencyMiddleware, latency=latency)

@@ -17,7 +17,9 @@ from marionet.tasks.models import ApiKey
 from marionet.tasks.store import Store
 
 router = APIRouter()
-INDEX = Path(__file__).resolve().parents[2] / "static" / "index.html"
+# The playground: index.html at /, its CSS and JS under /static (mounted in marionet.api.app).
+STATIC = Path(__file__).resolve().parents[2] / "static"
+INDEX = STATIC / "index.html"
 PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>marionet</title></head>
 <body><h1>marionet</h1><p>A self-hosted motion-control video API. See <a href="/docs">/docs</a>.</p></body></html>"""
 

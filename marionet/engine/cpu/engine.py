@@ -42,7 +42,7 @@ class Quality:
 
 QUALITY = {
     "std": Quality(short_side=720, interpolation=cv2.INTER_LINEAR, crf=20, preset="superfast"),
-    "pro": Quality(short_side=1080, interpolation=cv2.INTER_CUBIC, crf=18, preset="medium"),
+    "pro": Quality(short_side=1080, interpolation=cv2.INTER_CUBIC, crf=18, preset="faster"),
 }
 
 
@@ -86,7 +86,7 @@ class CpuEngine:
             )
 
         canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
-        rig = build_character(image, image_pose, canvas, fine=request.mode == "pro")
+        rig = build_character(image, image_pose, canvas)
         motion = retarget(track, rig, request.character_orientation)
         settings = RenderSettings(interpolation=quality.interpolation)
         total = info.output_frame_count

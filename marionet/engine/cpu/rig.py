@@ -109,9 +109,7 @@ class CharacterRig:
         return width, height
 
 
-def build_character(
-    image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tuple[int, int], fine: bool = False
-) -> CharacterRig:
+def build_character(image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tuple[int, int]) -> CharacterRig:
     """Cut the person out of the image, fill the background and split the person into skinned part layers."""
     width, height = canvas
     sx, sy = width / image_rgb.shape[1], height / image_rgb.shape[0]
