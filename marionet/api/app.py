@@ -37,7 +37,13 @@ def bootstrap_key(store: Store, settings: Settings) -> str | None:
         "\nNo API keys existed, so one was created. It is shown only this once; keep it:\n\n"
         f"  {token}\n\n"
         "Try it:\n"
-        f"  curl -s {base}/v1/models -H 'Authorization: Bearer {token}'\n",
+        f"  curl -s {base}/v1/models -H 'Authorization: Bearer {token}'\n"
+        "Make a video (upload a character photo and a dance clip, then create the task with their URLs):\n"
+        f"  curl -s {base}/v1/files -H 'Authorization: Bearer {token}' -F file=@character.png\n"
+        f"  curl -s {base}/v1/files -H 'Authorization: Bearer {token}' -F file=@dance.mp4\n"
+        f"  curl -s {base}/v1/videos/generations -H 'Authorization: Bearer {token}' "
+        '-H \'Content-Type: application/json\' -d \'{"image_url": "<image url>", "video_url": "<video url>"}\'\n'
+        f"Or open the playground: {base}/\n",
         file=sys.stdout,
         flush=True,
     )
