@@ -91,7 +91,7 @@ def test_jitter_meets_the_issue_target(case):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["dance", "half"])
 def test_jitter_is_bounded(case):
-    # Regression bound at the level reached (6.0x dance, 2.1x half), far from a broken render's.
+    # Regression bound at the level reached (6.0x dance, 1.8x half), far from a broken render's.
     assert report(case).jitter_ratio <= {"dance": 8.0, "half": 3.0}[case]
 
 

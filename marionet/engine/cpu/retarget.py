@@ -65,6 +65,10 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         root = rig.joints[J["pelvis"]] + (pelvis - np.median(pelvis, axis=0)) * ratio
         scale = np.ones(frames)
 
+    if rig.cut_at_bottom:
+        # Never lift a cropped body's cut edge into view: it would show as a floating torso.
+        below_root = (height - rig.joints[J["pelvis"], 1]) * scale
+        root[:, 1] = np.maximum(root[:, 1], height - below_root)
     joints = np.zeros((frames, len(rig.joints), 2))
     joints[:, J["pelvis"]] = root
     for b, (p, c) in enumerate(BONES):
