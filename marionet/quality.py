@@ -7,6 +7,7 @@ at the output frame rate), and with colour histograms of the person region again
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,6 +110,12 @@ def _analyse_video(path: Path, frames: int, histograms: bool) -> _Sequence:
     return _Sequence(keypoints=keypoints, detected=detected, histograms=hists)
 
 
+@functools.lru_cache(maxsize=4)
+def _analyse_driving(path: str, mtime_ns: int, frames: int) -> _Sequence:
+    """The driving video's analysis, kept for the next evaluation against the same clip (one process)."""
+    return _analyse_video(Path(path), frames, histograms=False)
+
+
 def _image_histogram(path: Path) -> np.ndarray | None:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -167,7 +174,7 @@ def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> Qual
     out_info = probe_video(output)
     frames = min(out_info.output_frame_count, probe_video(driving).output_frame_count)
     out = _analyse_video(Path(output), frames, histograms=True)
-    drv = _analyse_video(Path(driving), frames, histograms=False)
+    drv = _analyse_driving(str(Path(driving).resolve()), Path(driving).stat().st_mtime_ns, frames)
     error, pairs = limb_error(out, drv)
     out_jitter, drv_jitter = jitter(out), jitter(drv)
     reference = _image_histogram(Path(image))

@@ -7,6 +7,7 @@ these outputs instead of rendering again.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import shutil
 import tempfile
@@ -14,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import DATA
 
 from marionet.engine import load_engine
 from marionet.engine.base import AnimationRequest, AnimationResult
-from marionet.engine.cpu import CpuEngine
+from marionet.engine.cpu import CpuEngine, pose
 from marionet.engine.cpu.engine import PROMPT_WARNING
+from marionet.engine.cpu.prefetch import prefetch
 from marionet.errors import EngineError, TaskCancelled
 from marionet.media.video import probe_video
 
@@ -182,3 +185,45 @@ def test_an_image_without_a_person_is_refused(tmp_path):
     assert caught.value.code == "no_person_in_image"
     assert "person" in caught.value.message
     assert not output.exists()
+
+
+def test_prefetch_keeps_order_raises_the_producers_error_and_stops_early():
+    assert list(prefetch(range(100), depth=3)) == list(range(100))
+
+    def broken():
+        yield 1
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        list(prefetch(broken()))
+    produced = []
+
+    def counted():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    with contextlib.closing(prefetch(counted(), depth=2)) as items:
+        assert next(items) == 0
+    assert len(produced) < 10  # the thread stopped instead of producing all 1000
+
+
+def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():
+    frames = 40
+    keypoints = np.zeros((frames, 33, 4), np.float32)
+    keypoints[:, :, 0] = np.linspace(100, 200, frames)[:, None]  # everything walks right at constant speed
+    keypoints[:, :, 1] = 300.0
+    keypoints[:, pose.L_HIP, 1] = keypoints[:, pose.R_HIP, 1] = 400.0
+    keypoints[:, :, 3] = 1.0
+    detected = np.ones(frames, bool)
+    detected[:5] = detected[20:25] = False  # the detector missed the start and a stretch in the middle
+    keypoints[~detected] = 0.0
+    track = pose.PoseTrack(keypoints=keypoints, detected=detected, fps=25.0, width=640, height=480)
+    pose.fill_gaps(track)
+    pose.smooth_track(track)
+    expected = np.linspace(100, 200, frames)
+    error = np.abs(track.keypoints[:, pose.NOSE, 0] - expected)
+    assert error[8:-3].max() < 1.0  # the middle gap is interpolated, the walk followed without lag
+    assert error[5:].max() < 2.5  # at the ends the zero-lag filter settles within a few pixels
+    assert np.allclose(track.keypoints[:5, pose.NOSE, 0], expected[5], atol=2.0)  # held, not zeros
+    assert np.allclose(track.keypoints[:, pose.NOSE, 1], 300.0, atol=1e-3)

@@ -67,12 +67,32 @@ def test_limbs_follow_the_driver_far_better_than_a_still_image(case):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue #3 targets not reached yet: see benchmarks/RESULTS.md", strict=False)
+def test_dance_limbs_meet_the_issue_target():
+    assert report("dance").limb_error_deg <= TARGETS.limb_error_deg
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="issue #3 target not reached: elbows leave the frame, see benchmarks/RESULTS.md", strict=False
+)
+def test_halfbody_limbs_meet_the_issue_target():
+    assert report("half").limb_error_deg <= TARGETS.limb_error_deg
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="issue #3 target not reached: BlazePose re-reads the puppet, see RESULTS.md", strict=False
+)
 @pytest.mark.parametrize("case", ["dance", "half"])
-def test_issue_targets_for_limb_error_and_jitter(case):
-    figures = report(case)
-    assert figures.limb_error_deg <= TARGETS.limb_error_deg
-    assert figures.jitter_ratio <= TARGETS.jitter_ratio
+def test_jitter_meets_the_issue_target(case):
+    assert report(case).jitter_ratio <= TARGETS.jitter_ratio
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["dance", "half"])
+def test_jitter_is_bounded(case):
+    # Regression bound at the level reached (6.0x dance, 1.8x half), far from a broken render's.
+    assert report(case).jitter_ratio <= {"dance": 8.0, "half": 3.0}[case]
 
 
 @pytest.mark.slow

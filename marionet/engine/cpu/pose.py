@@ -27,7 +27,7 @@ L_FOOT, R_FOOT = 31, 32
 N_LANDMARKS = 33
 
 # Bump when detection or post-processing changes, so cached tracks of older code are not reused.
-TRACK_VERSION = "v1"
+TRACK_VERSION = "v2"
 ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the source is most of the speed
 
 
@@ -171,7 +171,7 @@ def fill_gaps(track: PoseTrack, min_visibility: float = 0.3) -> None:
         track.keypoints[~track.detected, j, 3] = 0.0
 
 
-def smooth_track(track: PoseTrack, min_cutoff: float = 2.0, beta: float = 4.0, d_cutoff: float = 1.0) -> None:
+def smooth_track(track: PoseTrack, min_cutoff: float = 3.0, beta: float = 6.0, d_cutoff: float = 1.0) -> None:
     """One-Euro filter, run forward then backward so the smoothed motion has no lag."""
     # Speeds are measured in body heights per second so the filter behaves the same at any resolution.
     scale = max(1.0, _body_size(track))

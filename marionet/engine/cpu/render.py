@@ -14,8 +14,6 @@ import numpy as np
 from marionet.engine.cpu.retarget import Motion
 from marionet.engine.cpu.rig import CharacterRig, J, PartLayer
 
-# An arm is drawn in front of the body once it is this much nearer the camera (in body sizes): no flicker at ties.
-FRONT_MARGIN = 0.08
 TORSO_FIT = (J["neck"], J["l_shoulder"], J["r_shoulder"], J["pelvis"], J["l_hip"], J["r_hip"])
 
 
@@ -77,22 +75,21 @@ def _fit_affine(src: np.ndarray, dst: np.ndarray):
 
 
 def draw_order(rig: CharacterRig, motion: Motion, frame: int) -> list[int]:
-    """Indices of rig.parts back to front."""
-    depth = motion.depth[frame]
-    torso = depth[[J["l_shoulder"], J["r_shoulder"], J["l_hip"], J["r_hip"]]].mean()
+    """Indices of rig.parts back to front: legs (far one first), arms behind, torso, head, arms in front."""
+    left_leg_front = bool(motion.left_leg_in_front[frame])
+    arm_in_front = motion.arm_in_front[frame]
 
-    def key(i: int) -> tuple[int, float]:
+    def key(i: int) -> tuple[int, int, int]:
         spec = rig.parts[i].spec
-        z = float(depth[spec.start] + depth[spec.end]) / 2
+        side = 0 if spec.name.startswith("l_") else 1
+        distal = int(spec.name.endswith(("forearm", "shin")))
         if spec.kind == "leg":
-            return (0, -z)
+            return (0, int(left_leg_front == (side == 0)), distal)
         if spec.kind == "torso":
-            return (2, 0.0)
+            return (2, 0, 0)
         if spec.kind == "head":
-            return (3, 0.0)
-        in_front = z < torso - FRONT_MARGIN
-        # Forearms draw after their upper arm on the same side of the body.
-        return (4 if in_front else 1, -z)
+            return (3, 0, 0)
+        return (4 if arm_in_front[side] else 1, side, distal)
 
     return sorted(range(len(rig.parts)), key=key)
 

@@ -23,7 +23,8 @@ class Motion:
     """The character's pose on the canvas for every output frame."""
 
     joints: np.ndarray  # (frames, joints, 2) canvas pixels
-    depth: np.ndarray  # (frames, joints) driver z, relative units (smaller is nearer the camera)
+    arm_in_front: np.ndarray  # (frames, 2) bool, [left, right]: the arm is drawn over the body
+    left_leg_in_front: np.ndarray  # (frames,) bool: the left leg is drawn over the right one
     scale: np.ndarray  # (frames,) character scale against the rest pose
     mirrored: np.ndarray  # (frames,) bool: draw the character flipped horizontally
     axis_x: float  # rest-pose x the character is mirrored about (its pelvis)
@@ -64,15 +65,57 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         root = rig.joints[J["pelvis"]] + (pelvis - np.median(pelvis, axis=0)) * ratio
         scale = np.ones(frames)
 
+    if rig.cut_at_bottom:
+        # Never lift a cropped body's cut edge into view: it would show as a floating torso.
+        below_root = (height - rig.joints[J["pelvis"], 1]) * scale
+        root[:, 1] = np.maximum(root[:, 1], height - below_root)
     joints = np.zeros((frames, len(rig.joints), 2))
     joints[:, J["pelvis"]] = root
     for b, (p, c) in enumerate(BONES):
         step = directions[:, b] * (rig.bone_lengths[b] * foreshorten[:, b] * scale)[:, None]
         joints[:, c] = joints[:, p] + step
     depth = driver[..., 2] / np.maximum(driver_size, 1e-6)[:, None]
+    arm_in_front, left_leg_in_front = _layering(depth)
     return Motion(
-        joints=joints, depth=depth, scale=scale, mirrored=mirrored, axis_x=float(rig.joints[J["pelvis"], 0])
+        joints=joints,
+        arm_in_front=arm_in_front,
+        left_leg_in_front=left_leg_in_front,
+        scale=scale,
+        mirrored=mirrored,
+        axis_x=float(rig.joints[J["pelvis"], 0]),
     )
+
+
+# An arm comes in front of the body once its elbow and wrist are this much nearer than the torso (body sizes),
+# and goes back only when under the lower bound: BlazePose's z is noisy, and a layer popping is a flicker.
+ARM_ENTER_FRONT, ARM_LEAVE_FRONT = 0.25, 0.08
+LEG_SWAP = 0.1
+
+
+def _layering(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Depth order per frame from BlazePose z, with hysteresis: which arms are over the body, which leg is nearer."""
+    torso = depth[:, [J["l_shoulder"], J["r_shoulder"], J["l_hip"], J["r_hip"]]].mean(axis=1)
+    arms = np.zeros((len(depth), 2), bool)
+    for side, (elbow, wrist) in enumerate(((J["l_elbow"], J["l_wrist"]), (J["r_elbow"], J["r_wrist"]))):
+        nearer = torso - depth[:, [elbow, wrist]].mean(axis=1)
+        arms[:, side] = _hysteresis(nearer, ARM_ENTER_FRONT, ARM_LEAVE_FRONT)
+    left_nearer = depth[:, [J["r_knee"], J["r_ankle"]]].mean(axis=1) - depth[
+        :, [J["l_knee"], J["l_ankle"]]
+    ].mean(axis=1)
+    return arms, _hysteresis(left_nearer, LEG_SWAP, -LEG_SWAP)
+
+
+def _hysteresis(value: np.ndarray, enter: float, leave: float) -> np.ndarray:
+    """True from where `value` rises above `enter` until it falls below `leave`."""
+    out = np.zeros(len(value), bool)
+    state = bool(value[0] > (enter + leave) / 2) if len(value) else False
+    for i, v in enumerate(value):
+        if state and v < leave:
+            state = False
+        elif not state and v > enter:
+            state = True
+        out[i] = state
+    return out
 
 
 def _facing(xy: np.ndarray, threshold: float = 0.12, hold: int = 3) -> np.ndarray:

@@ -102,6 +102,7 @@ class CharacterRig:
     parts: list[PartLayer]
     facing: int  # +1 facing the camera (left shoulder on screen right), -1 turned away
     size: float  # body size in canvas pixels (pelvis-neck distance)
+    cut_at_bottom: bool  # the image crops the person at its bottom edge (a half-body portrait)
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -136,6 +137,7 @@ def build_character(image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tup
         parts=parts,
         facing=facing,
         size=size,
+        cut_at_bottom=bool(alpha[-2:].max() > 0.5),
     )
 
 
