@@ -149,7 +149,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
                 keep_original_sound=args.sound == "yes",
                 prompt=args.prompt,
             )
-            result = run_engine(engine, request, bar)
+            result = run_engine(engine, request, bar, settings)
     except MarionetError as exc:
         sys.stderr.write(f"\nerror: {exc.code}: {exc.message}\n")
         return 1

@@ -96,6 +96,8 @@ def test_task_completes_with_progress_result_and_signed_callback(server, data_di
     assert float(re.search(r"^marionet_engine_seconds_total (\S+)$", metrics, re.M).group(1)) > 0
     speed = float(re.search(r"^marionet_engine_seconds_per_video_second (\S+)$", metrics, re.M).group(1))
     assert speed > 0 and speed != 8.0  # measured, no longer the configured default
+    # The engine's pose cache belongs to this server's data dir (--data-dir), not to the working directory.
+    assert any((server.data_dir / "cache" / "poses").iterdir())
 
 
 def test_cancel_stops_a_processing_task(server, data_dir):

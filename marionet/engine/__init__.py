@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from marionet.config import Settings
 from marionet.engine.base import AnimationRequest, AnimationResult, Engine, ProgressFn, no_progress
 
 CPU_ENGINE = "marionet-cpu"
@@ -12,12 +13,16 @@ def engine_names() -> list[str]:
     return [CPU_ENGINE]
 
 
-def load_engine(name: str) -> Engine:
-    """Construct the engine called `name`; imports are lazy so the API starts without loading models."""
+def load_engine(name: str, settings: Settings | None = None) -> Engine:
+    """Construct the engine called `name`; imports are lazy so the API starts without loading models.
+
+    With `settings`, the engine's caches live under that server's storage dir (shared by a cluster's workers).
+    """
     if name == CPU_ENGINE:
         from marionet.engine.cpu import CpuEngine
 
-        return CpuEngine()
+        cache_dir = settings.resolved_storage_dir() / "cache" / "poses" if settings is not None else None
+        return CpuEngine(cache_dir=cache_dir)
     raise KeyError(name)
 
 

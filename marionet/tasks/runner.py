@@ -79,10 +79,13 @@ def prepare_inputs(
 
 
 def run_engine(
-    engine_name: str, request: AnimationRequest, progress: ProgressFn = no_progress
+    engine_name: str,
+    request: AnimationRequest,
+    progress: ProgressFn = no_progress,
+    settings: Settings | None = None,
 ) -> AnimationResult:
     try:
-        engine = load_engine(engine_name)
+        engine = load_engine(engine_name, settings)
     except KeyError:
         raise EngineError(
             f"The engine '{engine_name}' is not installed on this server.", code="engine_unavailable"
@@ -142,7 +145,7 @@ def execute_task(task_id: str, settings: Settings) -> None:
                 prompt=task.prompt,
             )
             started = time.monotonic()
-            result = run_engine(task.engine, request, reporter.engine_progress)
+            result = run_engine(task.engine, request, reporter.engine_progress, settings)
             engine_seconds = time.monotonic() - started
             shutil.move(str(result.output_path), final)
         relative = str(final.relative_to(settings.resolved_storage_dir()))
