@@ -123,6 +123,10 @@ def test_create_accepts_every_allowed_value(alice, body, extra, model, mode):
         ({"image_url": ""}, "image_url", "invalid_parameter"),
         ({"video_url": "ftp://example.com/a.mp4"}, "video_url", "unsupported_url"),
         ({"image_url": "not a url"}, "image_url", "unsupported_url"),
+        ({"image_url": "http://[::1/x.png"}, "image_url", "unsupported_url"),
+        ({"video_url": "http://[::1/v1/files/file-abcdefghijklmnopqrstuvwx"}, "video_url", "unsupported_url"),
+        ({"video_url": "http://h:99999/a.mp4"}, "video_url", "unsupported_url"),
+        ({"callback_url": "http://[::1/cb"}, "callback_url", "unsupported_url"),
         ({"callback_url": "file:///etc/passwd"}, "callback_url", "unsupported_url"),
     ],
 )

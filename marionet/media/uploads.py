@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from marionet.config import Settings
 from marionet.errors import InputError, MarionetError, PayloadTooLarge
@@ -59,9 +59,19 @@ def upload_url(file_id: str, base_url: str) -> str:
     return f"{base_url.rstrip('/')}/v1/files/{file_id}"
 
 
+def _parse(source: str) -> ParseResult:
+    """urlparse that turns its ValueError (e.g. "http://[::1/x") into the user's 400."""
+    try:
+        parsed = urlparse(source)
+        parsed.port  # noqa: B018 - raises on an out-of-range port
+    except ValueError as exc:
+        raise InputError(f"Not a valid URL ({exc}).", code="unsupported_url") from exc
+    return parsed
+
+
 def _points_here(source: str, settings: Settings) -> bool:
     """Whether an upload-shaped URL names this server (relative, our public URL, or a loopback host)."""
-    parsed = urlparse(source)
+    parsed = _parse(source)
     if not parsed.netloc:
         return True
     if settings.public_url and urlparse(settings.public_url).netloc == parsed.netloc:
@@ -74,7 +84,7 @@ def find_upload(source: str, settings: Settings) -> Path | None:
 
     Raises InputError(upload_not_found) for an upload URL of this server whose file is gone.
     """
-    match = _UPLOAD_PATH.match(urlparse(source).path or "")
+    match = _UPLOAD_PATH.match(_parse(source).path or "")
     if not match:
         return None
     path = upload_path(match.group(1), settings)
