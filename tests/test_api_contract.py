@@ -155,6 +155,13 @@ def test_oversized_body_is_413(alice, body):
     assert_error(r, 413)
 
 
+def test_chunked_body_past_the_cap_is_413(alice):
+    chunks = (b"x" * (1024 * 1024) for _ in range(24))  # no Content-Length: 24 MB against the 16 MB cap
+    r = alice.post("/v1/videos/generations", content=chunks, headers={"Content-Type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert_error(r, 413, "request_too_large")
+
+
 def test_auth_missing_wrong_and_revoked_keys_are_401(server, body):
     with server.client() as anonymous:
         assert_error(anonymous.get("/v1/tasks"), 401, "missing_api_key")
