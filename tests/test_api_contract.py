@@ -316,3 +316,6 @@ def test_data_uri_image_is_accepted(server, alice, body, data_dir: Path):
         "/v1/videos/generations", json={**body, "image_url": "data:image/png;base64," + "A" * 100}
     )
     assert_error(bad, 400, param="image_url")
+    video = base64.b64encode((data_dir / "halfbody_talk_3s.mp4").read_bytes()).decode()
+    bad = alice.post("/v1/videos/generations", json={**body, "image_url": video})
+    assert_error(bad, 400, "image_invalid", "image_url")

@@ -23,7 +23,9 @@ from marionet.media.ingest import (
     check_source_at_request,
     check_video,
     ingest_input,
+    inline_image,
     load_input,
+    store_inline_image,
     task_workdir,
 )
 from marionet.media.uploads import store_upload, upload_url
@@ -92,6 +94,22 @@ def test_data_uris_and_base64_are_validated_at_request(closed_settings):
     assert err.code == "invalid_data_uri"
     err = _error(check_source_at_request, "data:video/mp4;base64,AAAA", "video", closed_settings)
     assert err.code == "unsupported_url" and "POST /v1/files" in err.message
+
+
+def test_inline_image_is_decoded_once_and_validated_only_in_the_sandbox(closed_settings, probes):
+    png = image_bytes(400, 500, ".png")
+    data = inline_image("data:image/png;base64," + base64.b64encode(png).decode())
+    assert data == png and inline_image("https://cdn.example/a.png") is None
+    stored = store_inline_image(data, closed_settings)
+    assert (stored.kind, stored.info.width, stored.info.height) == ("image", 400, 500)
+    assert len(probes) == 1 and probes[0][-4] == "image"
+    # A video smuggled in as an "image" is refused under image_url and leaves no file behind.
+    err = _error(store_inline_image, (DATA / "halfbody_talk_3s.mp4").read_bytes(), closed_settings)
+    assert (err.code, err.param) == ("image_invalid", "image_url")
+    err = _error(store_inline_image, image_bytes(299, 400), closed_settings)
+    assert (err.code, err.param) == ("image_too_small", "image_url")
+    files = closed_settings.resolved_storage_dir() / "files"
+    assert [p.name for p in files.iterdir()] == [stored.file_id]
 
 
 def test_oversize_base64_is_refused_before_decoding(closed_settings):

@@ -112,8 +112,13 @@ def _copy_capped(stream: BinaryIO, dest: Path, max_bytes: int) -> int:
     return size
 
 
-def store_upload(stream: BinaryIO, settings: Settings) -> StoredUpload:
-    """Store and validate an uploaded image (10 MB max) or video (100 MB max); raise InputError/413 if bad."""
+def store_upload(
+    stream: BinaryIO, settings: Settings, *, only: str | None = None, param: str = "file"
+) -> StoredUpload:
+    """Store and validate an uploaded image (10 MB max) or video (100 MB max); raise InputError/413 if bad.
+
+    `only` ("image" | "video") refuses the other kind; errors name `param`.
+    """
     file_id = new_upload_id()
     final = upload_path(file_id, settings)
     partial = final.with_name(f".{file_id}.part")
@@ -127,19 +132,21 @@ def store_upload(stream: BinaryIO, settings: Settings) -> StoredUpload:
             raise InputError(
                 "The upload must be a JPEG/PNG image or an MP4/MOV video; its content is neither.",
                 code="unsupported_file_type",
-                param="file",
+            )
+        if only is not None and kind != only:
+            raise InputError(
+                f"The content must be a{'n' if only == 'image' else ''} {only}; it is a {kind}.",
+                code=f"{only}_invalid",
             )
         if kind == "image" and size > IMAGE_MAX_BYTES:
-            raise PayloadTooLarge(
-                f"The image is {size} bytes; the limit is {IMAGE_MAX_BYTES} bytes (10 MB).", param="file"
-            )
+            raise PayloadTooLarge(f"The image is {size} bytes; the limit is {IMAGE_MAX_BYTES} bytes (10 MB).")
         sha256 = file_sha256(partial)
         info = InputCache(settings).validate(sha256, partial, kind)
         if isinstance(info, VideoInfo):
             check_video_limits(info, None)
         partial.replace(final)
     except MarionetError as exc:
-        exc.param = "file"
+        exc.param = param
         raise
     finally:
         partial.unlink(missing_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -15,7 +14,7 @@ from marionet.errors import InvalidRequest
 from marionet.media import ingest
 from marionet.media.fetch import check_url
 from marionet.media.ingest import check_source_at_request
-from marionet.media.uploads import store_upload, upload_url
+from marionet.media.uploads import upload_url
 from marionet.tasks.callbacks import deliver_callback_in_background
 from marionet.tasks.models import ApiKey
 from marionet.tasks.queue import Dispatcher
@@ -33,15 +32,6 @@ def accepted_models(settings: Settings) -> dict[str, str]:
     return names
 
 
-def _stored_inline_image(source: str, settings: Settings, base: str) -> str | None:
-    """A data: URI or base64 image becomes an upload, so the task row keeps a URL and not megabytes."""
-    payload = ingest._inline_payload(source, "image")
-    if payload is None:
-        return None
-    stored = store_upload(io.BytesIO(ingest._decode_inline(payload)), settings)
-    return upload_url(stored.file_id, base)
-
-
 def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> NewTask:
     model = body.model or DEFAULT_MODEL
     models = accepted_models(settings)
@@ -54,8 +44,13 @@ def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> NewTask
             param="model",
         )
     orientation = body.character_orientation or "image"
-    check_source_at_request(body.image_url, "image", settings, orientation=orientation)
-    image_url = _stored_inline_image(body.image_url, settings, base) or body.image_url
+    image_url = body.image_url
+    inline = ingest.inline_image(image_url)
+    if inline is None:
+        check_source_at_request(image_url, "image", settings, orientation=orientation)
+    else:
+        # Decoded once, validated once (in the sandbox) while stored, so the row keeps a short URL.
+        image_url = upload_url(ingest.store_inline_image(inline, settings).file_id, base)
     check_source_at_request(body.video_url, "video", settings, orientation=orientation)
     if body.callback_url:
         check_url(body.callback_url, settings, "callback_url")
