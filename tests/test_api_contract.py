@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import DATA
 
 from marionet.config import Settings
 from marionet.tasks.signing import result_link
@@ -222,6 +224,20 @@ def test_queue_limit_per_key_is_429(server, body):
         for _ in range(20):
             assert eve.post("/v1/videos/generations", json=body).status_code == 200
         assert_error(eve.post("/v1/videos/generations", json=body), 429, "too_many_queued_tasks")
+        # A refused create leaves no upload behind (an inline image is stored only for a created task).
+        files = server.data_dir / "files"
+        before = sorted(files.iterdir())
+        inline = {
+            **body,
+            "image_url": base64.b64encode((DATA / "halfbody_ref_elf.jpg").read_bytes()).decode(),
+        }
+        assert_error(eve.post("/v1/videos/generations", json=inline), 429, "too_many_queued_tasks")
+        assert_error(
+            eve.post("/v1/videos/generations", json={**inline, "callback_url": "ftp://x/y"}),
+            400,
+            param="callback_url",
+        )
+        assert sorted(files.iterdir()) == before
         # Cancelling one frees a place in the queue.
         first = eve.get("/v1/tasks", params={"limit": 1}).json()["data"][0]["id"]
         eve.post(f"/v1/tasks/{first}/cancel")
@@ -302,8 +318,6 @@ def test_models_health_metrics_docs(server, alice):
 
 
 def test_data_uri_image_is_accepted(server, alice, body, data_dir: Path):
-    import base64
-
     encoded = base64.b64encode((data_dir / "halfbody_ref_elf.jpg").read_bytes()).decode()
     for image in (f"data:image/jpeg;base64,{encoded}", encoded):
         r = alice.post("/v1/videos/generations", json={**body, "image_url": image})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -32,7 +33,8 @@ def accepted_models(settings: Settings) -> dict[str, str]:
     return names
 
 
-def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> NewTask:
+def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> tuple[NewTask, bytes | None]:
+    """The checked task, and the bytes of an inline image still to be stored (last, once all else passed)."""
     model = body.model or DEFAULT_MODEL
     models = accepted_models(settings)
     if model not in models:
@@ -44,29 +46,26 @@ def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> NewTask
             param="model",
         )
     orientation = body.character_orientation or "image"
-    image_url = body.image_url
-    inline = ingest.inline_image(image_url)
+    inline = ingest.inline_image(body.image_url)
     if inline is None:
-        check_source_at_request(image_url, "image", settings, orientation=orientation)
-    else:
-        # Decoded once, validated once (in the sandbox) while stored, so the row keeps a short URL.
-        image_url = upload_url(ingest.store_inline_image(inline, settings).file_id, base)
+        check_source_at_request(body.image_url, "image", settings, orientation=orientation)
     check_source_at_request(body.video_url, "video", settings, orientation=orientation)
     if body.callback_url:
         check_url(body.callback_url, settings, "callback_url")
     sound = body.keep_original_sound
-    return NewTask(
+    new = NewTask(
         model=model,
         engine=models[model],
         mode=body.mode or "std",
         prompt=body.prompt or "",
         character_orientation=orientation,
         keep_original_sound=sound in (None, True, "yes"),
-        image_url=image_url,
+        image_url=body.image_url,
         video_url=body.video_url,
         callback_url=body.callback_url or None,
         base_url=base,
     )
+    return new, inline
 
 
 @router.post("/v1/videos/generations", summary="Create a motion-control task", **TASK)
@@ -78,7 +77,18 @@ def create_task(
     dispatcher: Dispatcher = Depends(get_dispatcher),
     base: str = Depends(base_url),
 ) -> dict[str, Any]:
-    task = store.create_task(key.id, _new_task(body, settings, base))
+    new, inline = _new_task(body, settings, base)
+    stored = None
+    if inline is not None:
+        # Decoded once, validated once (in the sandbox) while stored, so the row keeps a short URL.
+        stored = ingest.store_inline_image(inline, settings)
+        new = replace(new, image_url=upload_url(stored.file_id, base))
+    try:
+        task = store.create_task(key.id, new)
+    except BaseException:
+        if stored is not None:  # e.g. 429: no task will ever read it
+            stored.path.unlink(missing_ok=True)
+        raise
     dispatcher.submit(task.id)
     return task_object(task, store, settings)
 
