@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from marionet.tasks.queue import Dispatcher
 from marionet.tasks.store import NewTask, Store
 from marionet.tasks.view import Pace, task_object
 
+log = logging.getLogger("marionet.api")
 router = APIRouter(responses=ERROR_RESPONSES)
 TASK = {"response_model": TaskObject, "response_model_exclude_unset": True}
 
@@ -89,7 +91,10 @@ def create_task(
         if stored is not None:  # e.g. 429: no task will ever read it
             stored.path.unlink(missing_ok=True)
         raise
-    dispatcher.submit(task.id)
+    try:
+        dispatcher.submit(task.id)
+    except Exception:  # the task is saved: it is sent again once it has waited a lease (cluster.leases)
+        log.exception("task %s saved but not sent to the queue", task.id)
     return task_object(task, store, settings)
 
 
