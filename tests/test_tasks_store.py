@@ -157,6 +157,31 @@ def test_only_the_attempt_that_owns_the_task_can_complete_it(store):
     assert task.status == "completed" and task.result_path == f"results/{task_id}.a2.mp4"
 
 
+def test_an_old_attempt_can_neither_fail_nor_move_a_task_a_newer_one_owns(store):
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    assert store.claim(task_id)
+    assert store.report_progress(task_id, 30, attempt=1) is False
+    store.recover_interrupted()  # attempt 1 presumed dead: back to pending, still attempts=1
+    assert store.fail(task_id, "engine_failed", "late", attempt=1) is False
+    assert store.report_progress(task_id, 50, attempt=1) is True  # told to stop
+    assert store.get_task(task_id).status == "pending"
+    assert store.claim(task_id)  # attempt 2
+    claimed = store.get_task(task_id)
+    assert store.fail(task_id, "engine_failed", "late", attempt=1) is False
+    assert store.report_progress(task_id, 60, attempt=1) is True
+    task = store.get_task(task_id)
+    assert (task.status, task.progress, task.heartbeat_at) == (
+        "processing",
+        claimed.progress,
+        claimed.heartbeat_at,
+    )
+    assert store.report_progress(task_id, 60, attempt=2) is False
+    assert store.fail(task_id, "engine_failed", "no person", attempt=2) is True
+    task = store.get_task(task_id)
+    assert (task.status, task.error_code, task.progress) == ("failed", "engine_failed", 60)
+
+
 def test_retention_deletes_results_and_the_link_answers_410(tmp_path):
     settings = Settings(data_dir=tmp_path, retention_hours=1.0)
     migrate(settings)

@@ -190,16 +190,23 @@ class Store:
                 .values(video_duration_s=duration_s, billed_seconds=max(1, math.ceil(duration_s - 1e-6)))
             )
 
-    def report_progress(self, task_id: str, progress: int) -> bool:
-        """Raise progress (never lower it) and beat the heartbeat; returns whether a cancel was requested."""
+    def report_progress(self, task_id: str, progress: int, *, attempt: int | None = None) -> bool:
+        """Raise progress (never lower it) and beat the heartbeat; returns whether the run must stop.
+
+        It must stop once a cancel was requested, or when `attempt` no longer owns the task (it was requeued
+        or taken over): an old attempt then neither moves progress nor keeps the lease alive.
+        """
         now = time.time()
+        owner = [Task.status == PROCESSING] + ([] if attempt is None else [Task.attempts == attempt])
         with self.session.begin() as s:
             s.execute(
                 update(Task)
-                .where(Task.id == task_id, Task.status == PROCESSING, Task.progress < progress)
+                .where(Task.id == task_id, Task.progress < progress, *owner)
                 .values(progress=progress, updated_at=now)
             )
-            s.execute(update(Task).where(Task.id == task_id).values(heartbeat_at=now))
+            beat = s.execute(update(Task).where(Task.id == task_id, *owner).values(heartbeat_at=now))
+            if attempt is not None and beat.rowcount != 1:
+                return True
             return bool(s.scalar(select(Task.cancel_requested).where(Task.id == task_id)))
 
     def complete(
@@ -230,13 +237,18 @@ class Store:
             )
             return result.rowcount == 1
 
-    def fail(self, task_id: str, code: str, message: str) -> bool:
-        """End a pending or processing task as failed; False if it had already ended."""
+    def fail(self, task_id: str, code: str, message: str, *, attempt: int | None = None) -> bool:
+        """End a pending or processing task as failed; False if it had already ended, or if `attempt` is
+        given and no longer owns it (only a processing task that this attempt claimed can be failed then)."""
         now = time.time()
+        if attempt is None:
+            owner = [Task.status.in_((PENDING, PROCESSING))]
+        else:
+            owner = [Task.status == PROCESSING, Task.attempts == attempt]
         with self.session.begin() as s:
             result = s.execute(
                 update(Task)
-                .where(Task.id == task_id, Task.status.in_((PENDING, PROCESSING)))
+                .where(Task.id == task_id, *owner)
                 .values(
                     status=FAILED, error_code=code, error_message=message, finished_at=now, updated_at=now
                 )
