@@ -135,10 +135,13 @@ def test_recovery_reruns_then_fails_after_max_attempts(store):
     task_id = new_task(store, key.id)
     for attempt in (1, 2):
         assert store.claim(task_id)
+        store.report_progress(task_id, 20 * attempt, attempt=attempt)
         requeued, failed = store.recover_interrupted()
         if attempt == 1:
             assert requeued == [task_id] and failed == []
-            assert store.get_task(task_id).status == "pending"
+            task = store.get_task(task_id)
+            assert task.status == "pending"
+            assert task.progress == 20  # a client polling never sees progress drop after a crash-retry
     assert failed == [task_id]
     task = store.get_task(task_id)
     assert task.status == "failed" and task.error_code == "worker_lost" and task.attempts == 2

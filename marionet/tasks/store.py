@@ -273,14 +273,16 @@ class Store:
         return False
 
     def requeue(self, task_id: str, *, refund_attempt: bool) -> None:
-        """Put a processing task back in the queue (a graceful shutdown refunds the attempt)."""
+        """Put a processing task back in the queue (a graceful shutdown refunds the attempt).
+
+        Progress is kept: a polling client sees it rise monotonically; the next attempt only raises it.
+        """
         with self.session.begin() as s:
             s.execute(
                 update(Task)
                 .where(Task.id == task_id, Task.status == PROCESSING)
                 .values(
                     status=PENDING,
-                    progress=0,
                     attempts=Task.attempts - (1 if refund_attempt else 0),
                     updated_at=time.time(),
                 )
