@@ -27,6 +27,7 @@ from marionet.media.ingest import (
     load_input,
     store_inline_image,
     task_workdir,
+    workdir_path,
 )
 from marionet.media.uploads import store_upload, upload_url
 
@@ -303,11 +304,12 @@ def test_ingestion_prunes_old_entries_by_itself(settings, tmp_path):
 
 
 def test_task_workdir_is_removed_whatever_happens(settings):
-    with task_workdir(settings, "task-unified-1-abc") as work:
+    with task_workdir(settings, "task-unified-1-abc", 1) as work:
+        assert work == settings.resolved_storage_dir() / "work" / "task-unified-1-abc.a1"
         (work / "video.mp4").write_bytes(b"x")
         assert work.stat().st_mode & 0o777 == 0o700
     assert not work.exists()
-    with pytest.raises(RuntimeError), task_workdir(settings, "task-unified-1-abc") as work:
+    with pytest.raises(RuntimeError), task_workdir(settings, "task-unified-1-abc", 1) as work:
         (work / "deep").mkdir()
         (work / "deep" / "f").write_bytes(b"x")
         raise RuntimeError("engine died")
@@ -315,14 +317,24 @@ def test_task_workdir_is_removed_whatever_happens(settings):
 
 
 def test_task_workdir_clears_a_crashed_attempt_and_refuses_odd_ids(settings):
-    stale = settings.resolved_storage_dir() / "work" / "task-2"
+    stale = settings.resolved_storage_dir() / "work" / "task-2.a1"
     stale.mkdir(parents=True)
     (stale / "left-by-a-killed-worker").write_bytes(b"x")
-    with task_workdir(settings, "task-2") as work:
+    with task_workdir(settings, "task-2", 1) as work:
         assert list(work.iterdir()) == []
     for bad in ("../escape", "a/b", "", ".hidden", "x" * 200):
-        with pytest.raises(ValueError), task_workdir(settings, bad):
+        with pytest.raises(ValueError), task_workdir(settings, bad, 1):
             pass
+
+
+def test_each_attempt_has_its_own_workdir(settings):
+    """A stale attempt 1 waking up late never empties the folder attempt 2 is working in."""
+    with task_workdir(settings, "task-3", 2) as second:
+        (second / "image.png").write_bytes(b"x")
+        with task_workdir(settings, "task-3", 1) as first:
+            assert first != second
+        assert (second / "image.png").read_bytes() == b"x"
+    assert workdir_path(settings, "task-3", 2) == second
 
 
 # Validation rules ---------------------------------------------------------------------------------------

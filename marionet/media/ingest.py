@@ -9,7 +9,8 @@ and, for images only, `data:` URIs or bare base64. Anything else is `unsupported
 - `ingest_input(...)` / `load_input(...)`: fetch or copy into the task's folder through the content-hash
   cache (`media.cache`), validated once per content.
 - `check_image(path)` / `check_video(path, orientation)`: content validation of a file (`media.validate`).
-- `task_workdir(settings, task_id)`: the task's own folder, removed whatever happens.
+- `task_workdir(settings, task_id, attempt)`: the attempt's own folder, removed whatever happens
+  (`workdir_path` names it, for a supervisor cleaning up after a crashed attempt).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "load_input",
     "store_inline_image",
     "task_workdir",
+    "workdir_path",
 ]
 
 Kind = Literal["image", "video"]
@@ -80,12 +82,18 @@ def _param(kind: Kind) -> str:
     return f"{kind}_url"
 
 
-@contextmanager
-def task_workdir(settings: Settings, task_id: str) -> Iterator[Path]:
-    """storage_dir/work/<task_id>, emptied on entry (a crashed attempt's leftovers) and removed on exit."""
+def workdir_path(settings: Settings, task_id: str, attempt: int) -> Path:
+    """storage_dir/work/<task_id>.a<attempt>: one folder per attempt, so a stale attempt that wakes up late
+    never empties or writes into the folder of the attempt that took the task over."""
     if not _TASK_ID.match(task_id) or ".." in task_id:
         raise ValueError(f"not a usable task id for a folder name: {task_id!r}")
-    path = settings.resolved_storage_dir() / "work" / task_id
+    return settings.resolved_storage_dir() / "work" / f"{task_id}.a{int(attempt)}"
+
+
+@contextmanager
+def task_workdir(settings: Settings, task_id: str, attempt: int) -> Iterator[Path]:
+    """The attempt's folder (workdir_path), emptied on entry (a crashed run's leftovers), removed on exit."""
+    path = workdir_path(settings, task_id, attempt)
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, mode=0o700)
     try:

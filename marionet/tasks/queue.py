@@ -16,9 +16,10 @@ import time
 from typing import Protocol
 
 from marionet.config import Settings
+from marionet.media.ingest import workdir_path
 from marionet.tasks.callbacks import deliver_callback_in_background
 from marionet.tasks.models import PROCESSING
-from marionet.tasks.runner import execute_task, work_dir
+from marionet.tasks.runner import execute_task
 from marionet.tasks.store import Store
 
 log = logging.getLogger("marionet.queue")
@@ -156,9 +157,10 @@ class EmbeddedDispatcher:
                 self._children.pop(task_id, None)
         if self._stopping.is_set():
             return
-        shutil.rmtree(work_dir(task_id, self.settings), ignore_errors=True)
+        task = self.store.get_task(task_id)
+        shutil.rmtree(workdir_path(self.settings, task_id, task.attempts), ignore_errors=True)
         # A child that died without ending its task (segfault, OOM kill) fails that task only.
-        crashed = self.store.get_task(task_id).status == PROCESSING and self.store.fail(
+        crashed = task.status == PROCESSING and self.store.fail(
             task_id,
             "engine_crashed",
             f"The process making this video stopped unexpectedly (exit code {child.exitcode}).",

@@ -42,11 +42,6 @@ def error_for(exc: BaseException) -> tuple[str, str]:
     return "internal_error", f"The task failed unexpectedly ({type(exc).__name__}); this is a server fault."
 
 
-def work_dir(task_id: str, settings: Settings) -> Path:
-    """The task's scratch folder (media.ingest.task_workdir); its parent removes it after a crash."""
-    return settings.resolved_storage_dir() / "work" / task_id
-
-
 def results_dir(settings: Settings) -> Path:
     path = settings.resolved_storage_dir() / "results"
     path.mkdir(parents=True, exist_ok=True)
@@ -125,7 +120,7 @@ def execute_task(task_id: str, settings: Settings) -> None:
     attempt = task.attempts
     final = results_dir(settings) / f"{task_id}.a{attempt}.mp4"
     try:
-        with task_workdir(settings, task_id) as scratch:
+        with task_workdir(settings, task_id, attempt) as scratch:
             reporter = ProgressReporter(store, task_id, attempt)
             reporter.set(0)
             inputs = prepare_inputs(
