@@ -75,6 +75,28 @@ def new_task(store: Store, key_id: int) -> str:
     return store.create_task(key_id, params).id
 
 
+def test_reads_do_not_wait_for_a_writer_on_sqlite(tmp_path):
+    """A poll reads its snapshot while another process holds the write lock (it used to wait, then fail)."""
+    import sqlite3
+
+    settings = Settings(data_dir=tmp_path)
+    migrate(settings)
+    store = Store(settings)
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    writer = sqlite3.connect(tmp_path / "marionet.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE tasks SET progress = 7")
+    try:
+        assert store.get_task(task_id, key.id).progress == 0
+        assert [t.id for t in store.list_tasks(key.id, 10, None)[0]] == [task_id]
+        assert store.counts_by_status()["pending"] == 1
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    assert store.get_task(task_id).progress == 7
+
+
 def test_one_claim_wins_among_concurrent_claimers(store):
     key, _ = store.create_key("k")
     task_id = new_task(store, key.id)
