@@ -89,10 +89,12 @@ class EmbeddedDispatcher:
 
     def stop(self) -> None:
         """Stop children now; their tasks go back to the queue without losing an attempt."""
-        self._stopping.set()
-        self._wake.set()
+        # Under the lock that registers and removes children: each child is either copied here or never
+        # started, and none is removed once stopping is set (see _run_child).
         with self._lock:
+            self._stopping.set()
             children = dict(self._children)
+        self._wake.set()
         for task_id, child in children.items():
             child.terminate()
             child.join(5)
@@ -124,8 +126,11 @@ class EmbeddedDispatcher:
         child = self._ctx.Process(
             target=_child_main, args=(task_id, self.settings, os.getpid()), name=f"marionet-{task_id}"
         )
-        child.start()
         with self._lock:
+            if self._stopping.is_set():  # stop() has already taken its copy: run nothing it cannot stop
+                self.store.requeue(task_id, refund_attempt=True)
+                return
+            child.start()
             self._children[task_id] = child
         started = time.monotonic()
         cancel_seen: float | None = None
@@ -154,7 +159,8 @@ class EmbeddedDispatcher:
                     )
         finally:
             with self._lock:
-                self._children.pop(task_id, None)
+                if not self._stopping.is_set():  # else stop() terminates it and requeues its task
+                    self._children.pop(task_id, None)
         if self._stopping.is_set():
             return
         task = self.store.get_task(task_id)
