@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from marionet.api.app import create_app
 from marionet.config import Settings
+from marionet.media.cache import InputCache
 from marionet.tasks.db import migrate
 from marionet.tasks.retention import purge_expired
 from marionet.tasks.signing import result_link
@@ -205,6 +206,31 @@ def test_an_old_attempt_can_neither_fail_nor_move_a_task_a_newer_one_owns(store)
     assert store.fail(task_id, "engine_failed", "no person", attempt=2) is True
     task = store.get_task(task_id)
     assert (task.status, task.error_code, task.progress) == ("failed", "engine_failed", 60)
+
+
+def test_retention_prunes_the_input_cache_and_dead_runs_scratch_folders(tmp_path):
+    settings = Settings(data_dir=tmp_path, retention_hours=1.0)
+    migrate(settings)
+    store = Store(settings)
+    key, _ = store.create_key("k")
+    running, finished = new_task(store, key.id), new_task(store, key.id)
+    assert store.claim(running) and store.claim(finished)
+    assert store.fail(finished, "engine_failed", "no person", attempt=1)
+    cache = InputCache(settings)
+    blob = cache.blob(cache.add_bytes(b"an input nobody used for a while"))
+    cache.remember_url("https://cdn.example/a.png", blob.name)
+    work = settings.resolved_storage_dir() / "work"
+    folders = {name: work / name for name in (f"{running}.a1", f"{finished}.a1", f"{running}.a0", "odd")}
+    for folder in folders.values():
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "frame.png").write_bytes(b"x")
+
+    purge_expired(settings, store)  # nothing is old yet
+    assert blob.exists() and all(folder.exists() for folder in folders.values())
+
+    purge_expired(settings, store, now=time.time() + 2 * 3600)
+    assert not blob.exists() and list(cache.urls.iterdir()) == []
+    assert sorted(p.name for p in work.iterdir()) == [f"{running}.a1"]  # the running attempt's own
 
 
 def test_retention_deletes_results_and_the_link_answers_410(tmp_path):
