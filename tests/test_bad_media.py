@@ -216,3 +216,12 @@ def test_isolated_check_returns_the_same_errors(tmp_path):
     with pytest.raises(InputError) as err:
         validate_isolated(bomb, "image", timeout_s=60, memory_mb=4096)
     assert err.value.code == "image_too_large" and err.value.param == "image_url"
+
+
+def test_isolated_check_turns_an_unexpected_decoder_exception_into_a_clear_error(tmp_path):
+    # A folder where a file should be makes the reader raise IsADirectoryError, an exception no check expects.
+    for kind in ("image", "video"):
+        with pytest.raises(InputError) as err:
+            validate_isolated(tmp_path, kind, timeout_s=60, memory_mb=4096)
+        assert (err.value.code, err.value.param, err.value.status) == (f"{kind}_invalid", f"{kind}_url", 400)
+        assert "could not be read" in err.value.message

@@ -73,6 +73,11 @@ def _child(kind: str, path: str, memory_mb: int, cpu_s: int) -> dict:
         return {
             "error": {"code": f"{kind}_invalid", "message": message, "param": f"{kind}_url", "status": 400}
         }
+    except Exception as exc:  # e.g. cv2.error on a crafted file: the file is bad, not the server
+        message = f"The {kind} could not be read ({type(exc).__name__}: {str(exc)[:200]})."
+        return {
+            "error": {"code": f"{kind}_invalid", "message": message, "param": f"{kind}_url", "status": 400}
+        }
 
 
 if __name__ == "__main__":
