@@ -278,6 +278,30 @@ def test_local_paths_only_with_allow_local(settings, tmp_path):
     ).name == ("image.jpg")
 
 
+def test_threads_of_one_process_store_the_same_input_at_once(settings, tmp_path):
+    """Temp files were named by PID: two threads adding the same bytes renamed each other's file away."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = InputCache(settings)
+    source = tmp_path / "same.bin"
+    for round_ in range(6):
+        data = os.urandom(4 * 2**20) + bytes([round_])
+        source.write_bytes(data)
+        barrier = threading.Barrier(8)
+
+        def store(n: int, data: bytes = data, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            if n % 2:
+                return cache.copy_in(source)
+            cache.remember_url("https://cdn.example/same", "0" * 64)
+            return cache.add_bytes(data)
+
+        with ThreadPoolExecutor(8) as pool:
+            hashes = set(pool.map(store, range(8)))
+        assert len(hashes) == 1 and cache.blob(hashes.pop()).read_bytes() == data
+    assert list(cache.tmp.iterdir()) == [] and len(list(cache.urls.iterdir())) == 1
+
+
 def test_prune_removes_entries_unused_past_retention(settings, tmp_path):
     load_input(str(DATA / "halfbody_ref_elf.jpg"), "image", tmp_path / "t", settings, allow_local=True)
     cache = InputCache(settings)
