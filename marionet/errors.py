@@ -104,7 +104,8 @@ class EngineError(MarionetError):
 
 
 class TaskCancelled(MarionetError):
-    """Raised inside a running task (from its progress callback) once a cancel was requested."""
+    """Raised inside a running task (from its progress callback) once a cancel was requested; also the one
+    source of a cancelled task's error code and sentence."""
 
     status = 409
     code = "task_cancelled"
@@ -112,3 +113,14 @@ class TaskCancelled(MarionetError):
 
     def __init__(self, message: str = "The task was cancelled by its owner.") -> None:
         super().__init__(message)
+
+
+class TaskTimedOut(MarionetError):
+    """A task that ran past task_timeout_s: the code and sentence its failure records."""
+
+    status = 500
+    code = "task_timeout"
+    type = "api_error"
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(f"The task ran longer than {limit_s:.0f} s and was stopped.")

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 
 from marionet.cluster.app import RUN_TASK, queue_for_engine
 from marionet.config import Settings
+from marionet.errors import TaskCancelled, TaskTimedOut
 from marionet.tasks.callbacks import deliver_callback_in_background
 from marionet.tasks.models import PENDING, PROCESSING, Task
 from marionet.tasks.store import Store
@@ -67,17 +68,14 @@ class LeaseStore:
 
     def time_out(self, task_id: str) -> None:
         """Fail a task that ran past task_timeout_s, and flag it so the engine stops at its next report."""
-        limit = self.settings.task_timeout_s
-        if self.store.fail(
-            task_id, "task_timeout", f"The task ran longer than {limit:.0f} s and was stopped."
-        ):
+        if self.store.fail_with(task_id, TaskTimedOut(self.settings.task_timeout_s)):
             deliver_callback_in_background(task_id, self.settings)
         with self.store.session.begin() as session:
             session.execute(update(Task).where(Task.id == task_id).values(cancel_requested=True))
 
     def give_up(self, task_id: str) -> None:
         """End a task whose engine ignored a stop request (the worker process is about to exit)."""
-        if self.store.fail(task_id, "task_cancelled", "The task was cancelled by its owner."):
+        if self.store.fail_with(task_id, TaskCancelled()):
             deliver_callback_in_background(task_id, self.settings)
 
     def requeue_stale(self) -> list[str]:

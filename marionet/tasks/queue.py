@@ -16,6 +16,7 @@ import time
 from typing import Protocol
 
 from marionet.config import Settings
+from marionet.errors import TaskCancelled, TaskTimedOut
 from marionet.media.ingest import workdir_path
 from marionet.tasks.callbacks import deliver_callback_in_background
 from marionet.tasks.models import PROCESSING
@@ -147,16 +148,10 @@ class EmbeddedDispatcher:
                     cancel_seen = time.monotonic()
                 if cancel_seen is not None and time.monotonic() - cancel_seen > CANCEL_GRACE_S:
                     self._kill(child)
-                    ended_here = self.store.fail(
-                        task_id, "task_cancelled", "The task was cancelled by its owner."
-                    )
+                    ended_here = self.store.fail_with(task_id, TaskCancelled())
                 elif time.monotonic() - started > self.settings.task_timeout_s:
                     self._kill(child)
-                    ended_here = self.store.fail(
-                        task_id,
-                        "task_timeout",
-                        f"The task ran longer than {self.settings.task_timeout_s:.0f} s and was stopped.",
-                    )
+                    ended_here = self.store.fail_with(task_id, TaskTimedOut(self.settings.task_timeout_s))
         finally:
             with self._lock:
                 if not self._stopping.is_set():  # else stop() terminates it and requeues its task

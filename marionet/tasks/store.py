@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from marionet.config import Settings
-from marionet.errors import Conflict, NotFound, RateLimited
+from marionet.errors import Conflict, MarionetError, NotFound, RateLimited, TaskCancelled
 from marionet.tasks.db import session_factory
 from marionet.tasks.models import COMPLETED, FAILED, PENDING, PROCESSING, STATUSES, ApiKey, Task
 
@@ -255,12 +255,14 @@ class Store:
             )
             return result.rowcount == 1
 
+    def fail_with(self, task_id: str, error: MarionetError, *, attempt: int | None = None) -> bool:
+        """fail() with the code and sentence of `error` (e.g. TaskCancelled(), TaskTimedOut(limit))."""
+        return self.fail(task_id, error.code, error.message, attempt=attempt)
+
     def request_cancel(self, task_id: str, key_id: int) -> bool:
         """Cancel now if pending (returns True), else flag a processing task for its runner (False)."""
         task = self.get_task(task_id, key_id)
-        if task.status == PENDING and self.fail(
-            task_id, "task_cancelled", "The task was cancelled by its owner."
-        ):
+        if task.status == PENDING and self.fail_with(task_id, TaskCancelled()):
             return True
         with self.session.begin() as s:
             result = s.execute(
@@ -302,7 +304,7 @@ class Store:
         requeued, failed = [], []
         for task in stuck:
             if task.cancel_requested:
-                self.fail(task.id, "task_cancelled", "The task was cancelled by its owner.")
+                self.fail_with(task.id, TaskCancelled())
                 failed.append(task.id)
             elif task.attempts >= self.settings.max_attempts:
                 self.fail(
