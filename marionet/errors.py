@@ -42,6 +42,16 @@ class InputError(InvalidRequest):
 
     code = "invalid_input"
 
+    def to_record(self) -> dict[str, str | int | None]:
+        """A JSON-safe record of this error (a validation child's answer, a cached verdict)."""
+        return {"code": self.code, "message": self.message, "param": self.param, "status": self.status}
+
+    @staticmethod
+    def from_record(record: dict) -> InputError:
+        """The error `to_record` wrote, of its own class (a 413 comes back as PayloadTooLarge)."""
+        cls = PayloadTooLarge if record.get("status") == PayloadTooLarge.status else InputError
+        return cls(str(record.get("message")), code=str(record.get("code")), param=record.get("param"))
+
 
 class PayloadTooLarge(InputError):
     """413: a body, upload or fetched file passed its byte cap."""

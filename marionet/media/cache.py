@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from marionet.config import Settings
-from marionet.errors import InputError, PayloadTooLarge
+from marionet.errors import InputError
 from marionet.media.sandbox import validate_isolated
 from marionet.media.validate import ImageInfo
 from marionet.media.video import VideoInfo
@@ -85,11 +85,6 @@ def _info_from(verdict: dict[str, Any], kind: str) -> ImageInfo | VideoInfo | No
         return (ImageInfo if kind == "image" else VideoInfo)(**verdict["info"])
     except TypeError:
         return None
-
-
-def _error_from(error: dict[str, Any]) -> InputError:
-    cls = PayloadTooLarge if error.get("status") == PayloadTooLarge.status else InputError
-    return cls(str(error.get("message")), code=str(error.get("code")), param=error.get("param"))
 
 
 def link_or_copy(source: Path, dest: Path) -> Path:
@@ -163,14 +158,13 @@ class InputCache:
             if info is not None:
                 return info
             if isinstance(verdict.get("error"), dict):
-                raise _error_from(verdict["error"])
+                raise InputError.from_record(verdict["error"])
         try:
             info = validate_isolated(
                 path, kind, timeout_s=self.probe_timeout_s, memory_mb=self.probe_memory_mb
             )
         except InputError as exc:
-            error = {"code": exc.code, "message": exc.message, "param": exc.param, "status": exc.status}
-            _write_json(verdict_path, {"version": _VERDICT_VERSION, "error": error})
+            _write_json(verdict_path, {"version": _VERDICT_VERSION, "error": exc.to_record()})
             raise
         _write_json(verdict_path, {"version": _VERDICT_VERSION, "info": asdict(info)})
         return info
