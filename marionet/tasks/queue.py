@@ -83,11 +83,6 @@ class EmbeddedDispatcher:
     def submit(self, task_id: str) -> None:
         self._wake.set()
 
-    @property
-    def running(self) -> int:
-        with self._lock:
-            return len(self._children)
-
     def stop(self) -> None:
         """Stop children now; their tasks go back to the queue without losing an attempt."""
         # Under the lock that registers and removes children: each child is either copied here or never
