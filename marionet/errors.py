@@ -102,6 +102,14 @@ class RateLimited(MarionetError):
     type = "rate_limit_error"
 
 
+class ServiceUnavailable(MarionetError):
+    """503: a service the server needs (its database) does not answer; retrying later may work."""
+
+    status = 503
+    code = "service_unavailable"
+    type = "api_error"
+
+
 class EngineError(MarionetError):
     """The engine could not make a video from these inputs (no_person_in_image, no_person_in_video...).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -231,6 +232,19 @@ def test_retention_prunes_the_input_cache_and_dead_runs_scratch_folders(tmp_path
     purge_expired(settings, store, now=time.time() + 2 * 3600)
     assert not blob.exists() and list(cache.urls.iterdir()) == []
     assert sorted(p.name for p in work.iterdir()) == [f"{running}.a1"]  # the running attempt's own
+
+
+def test_healthz_is_503_in_the_error_shape_when_the_database_does_not_answer(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(data_dir=tmp_path, database_url=f"postgresql+psycopg://x@127.0.0.1:{port}/none")
+    client = TestClient(create_app(settings, run_workers=False))  # no lifespan: it would migrate first
+    r = client.get("/healthz")
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["type"], error["param"]) == ("database_unavailable", "api_error", None)
+    assert "database does not answer" in error["message"]
 
 
 def test_retention_deletes_results_and_the_link_answers_410(tmp_path):
