@@ -105,6 +105,7 @@ class ProgressReporter:
             raise TaskCancelled()
 
     def engine_progress(self, fraction: float, message: str = "") -> None:
+        """The engine's ProgressFn; `message` is part of that signature, but the task object has no field for it."""
         fraction = min(max(fraction, 0.0), 1.0)
         self.set(INPUT_PROGRESS + int(fraction * (99 - INPUT_PROGRESS)))
 
