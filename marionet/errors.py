@@ -42,6 +42,16 @@ class InputError(InvalidRequest):
 
     code = "invalid_input"
 
+    def to_record(self) -> dict[str, str | int | None]:
+        """A JSON-safe record of this error (a validation child's answer, a cached verdict)."""
+        return {"code": self.code, "message": self.message, "param": self.param, "status": self.status}
+
+    @staticmethod
+    def from_record(record: dict) -> InputError:
+        """The error `to_record` wrote, of its own class (a 413 comes back as PayloadTooLarge)."""
+        cls = PayloadTooLarge if record.get("status") == PayloadTooLarge.status else InputError
+        return cls(str(record.get("message")), code=str(record.get("code")), param=record.get("param"))
+
 
 class PayloadTooLarge(InputError):
     """413: a body, upload or fetched file passed its byte cap."""
@@ -92,6 +102,14 @@ class RateLimited(MarionetError):
     type = "rate_limit_error"
 
 
+class ServiceUnavailable(MarionetError):
+    """503: a service the server needs (its database) does not answer; retrying later may work."""
+
+    status = 503
+    code = "service_unavailable"
+    type = "api_error"
+
+
 class EngineError(MarionetError):
     """The engine could not make a video from these inputs (no_person_in_image, no_person_in_video...).
 
@@ -104,7 +122,8 @@ class EngineError(MarionetError):
 
 
 class TaskCancelled(MarionetError):
-    """Raised inside a running task (from its progress callback) once a cancel was requested."""
+    """Raised inside a running task (from its progress callback) once a cancel was requested; also the one
+    source of a cancelled task's error code and sentence."""
 
     status = 409
     code = "task_cancelled"
@@ -112,3 +131,14 @@ class TaskCancelled(MarionetError):
 
     def __init__(self, message: str = "The task was cancelled by its owner.") -> None:
         super().__init__(message)
+
+
+class TaskTimedOut(MarionetError):
+    """A task that ran past task_timeout_s: the code and sentence its failure records."""
+
+    status = 500
+    code = "task_timeout"
+    type = "api_error"
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(f"The task ran longer than {limit_s:.0f} s and was stopped.")

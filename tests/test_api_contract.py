@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import DATA
 
 from marionet.config import Settings
 from marionet.tasks.signing import result_link
@@ -123,6 +125,10 @@ def test_create_accepts_every_allowed_value(alice, body, extra, model, mode):
         ({"image_url": ""}, "image_url", "invalid_parameter"),
         ({"video_url": "ftp://example.com/a.mp4"}, "video_url", "unsupported_url"),
         ({"image_url": "not a url"}, "image_url", "unsupported_url"),
+        ({"image_url": "http://[::1/x.png"}, "image_url", "unsupported_url"),
+        ({"video_url": "http://[::1/v1/files/file-abcdefghijklmnopqrstuvwx"}, "video_url", "unsupported_url"),
+        ({"video_url": "http://h:99999/a.mp4"}, "video_url", "unsupported_url"),
+        ({"callback_url": "http://[::1/cb"}, "callback_url", "unsupported_url"),
         ({"callback_url": "file:///etc/passwd"}, "callback_url", "unsupported_url"),
     ],
 )
@@ -149,6 +155,13 @@ def test_malformed_bodies_are_400(alice, content, code):
 def test_oversized_body_is_413(alice, body):
     r = alice.post("/v1/videos/generations", json={**body, "prompt": "x" * (17 * 1024 * 1024)})
     assert_error(r, 413)
+
+
+def test_chunked_body_past_the_cap_is_413(alice):
+    chunks = (b"x" * (1024 * 1024) for _ in range(24))  # no Content-Length: 24 MB against the 16 MB cap
+    r = alice.post("/v1/videos/generations", content=chunks, headers={"Content-Type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert_error(r, 413, "request_too_large")
 
 
 def test_auth_missing_wrong_and_revoked_keys_are_401(server, body):
@@ -211,6 +224,20 @@ def test_queue_limit_per_key_is_429(server, body):
         for _ in range(20):
             assert eve.post("/v1/videos/generations", json=body).status_code == 200
         assert_error(eve.post("/v1/videos/generations", json=body), 429, "too_many_queued_tasks")
+        # A refused create leaves no upload behind (an inline image is stored only for a created task).
+        files = server.data_dir / "files"
+        before = sorted(files.iterdir())
+        inline = {
+            **body,
+            "image_url": base64.b64encode((DATA / "halfbody_ref_elf.jpg").read_bytes()).decode(),
+        }
+        assert_error(eve.post("/v1/videos/generations", json=inline), 429, "too_many_queued_tasks")
+        assert_error(
+            eve.post("/v1/videos/generations", json={**inline, "callback_url": "ftp://x/y"}),
+            400,
+            param="callback_url",
+        )
+        assert sorted(files.iterdir()) == before
         # Cancelling one frees a place in the queue.
         first = eve.get("/v1/tasks", params={"limit": 1}).json()["data"][0]["id"]
         eve.post(f"/v1/tasks/{first}/cancel")
@@ -291,8 +318,6 @@ def test_models_health_metrics_docs(server, alice):
 
 
 def test_data_uri_image_is_accepted(server, alice, body, data_dir: Path):
-    import base64
-
     encoded = base64.b64encode((data_dir / "halfbody_ref_elf.jpg").read_bytes()).decode()
     for image in (f"data:image/jpeg;base64,{encoded}", encoded):
         r = alice.post("/v1/videos/generations", json={**body, "image_url": image})
@@ -305,3 +330,6 @@ def test_data_uri_image_is_accepted(server, alice, body, data_dir: Path):
         "/v1/videos/generations", json={**body, "image_url": "data:image/png;base64," + "A" * 100}
     )
     assert_error(bad, 400, param="image_url")
+    video = base64.b64encode((data_dir / "halfbody_talk_3s.mp4").read_bytes()).decode()
+    bad = alice.post("/v1/videos/generations", json={**body, "image_url": video})
+    assert_error(bad, 400, "image_invalid", "image_url")

@@ -206,7 +206,9 @@ def test_isolated_check_contains_a_decoder_out_of_memory(tmp_path):
     with pytest.raises(InputError) as err:
         validate_isolated(path, "video", timeout_s=60, memory_mb=100)
     assert err.value.code == "video_invalid"
-    assert "needed more than 100 MB" in err.value.message or "decoder crashed" in err.value.message
+    # Where the allocation fails decides which of these the child reports; each names the cause.
+    causes = ("needed more than 100 MB", "decoder crashed", "Cannot allocate memory")
+    assert any(cause in err.value.message for cause in causes), err.value.message
     assert validate_isolated(path, "video", timeout_s=60, memory_mb=4096).duration_s == 12.0
 
 
@@ -216,3 +218,12 @@ def test_isolated_check_returns_the_same_errors(tmp_path):
     with pytest.raises(InputError) as err:
         validate_isolated(bomb, "image", timeout_s=60, memory_mb=4096)
     assert err.value.code == "image_too_large" and err.value.param == "image_url"
+
+
+def test_isolated_check_turns_an_unexpected_decoder_exception_into_a_clear_error(tmp_path):
+    # A folder where a file should be makes the reader raise IsADirectoryError, an exception no check expects.
+    for kind in ("image", "video"):
+        with pytest.raises(InputError) as err:
+            validate_isolated(tmp_path, kind, timeout_s=60, memory_mb=4096)
+        assert (err.value.code, err.value.param, err.value.status) == (f"{kind}_invalid", f"{kind}_url", 400)
+        assert "could not be read" in err.value.message

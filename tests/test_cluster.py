@@ -16,7 +16,7 @@ import redis
 
 from marionet.cluster import RUN_TASK, make_celery, queue_for_engine
 from marionet.config import Settings
-from tests.clusterkit import REPO, TERMINAL, Cluster, running_cluster, wait_for
+from tests.clusterkit import REPO, TERMINAL, Cluster, free_port, running_cluster, wait_for
 
 IMAGE = "halfbody_ref_elf.jpg"
 VIDEO = "halfbody_talk_3s.mp4"
@@ -216,3 +216,40 @@ def test_attempts_are_bounded(cluster: Cluster, inputs: tuple[str, str]) -> None
     assert "results" not in task
     assert db_rows(cluster, "SELECT attempts FROM tasks") == [(1,)]
     assert not list((cluster.root / "shared" / "results").glob("*.mp4"))
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_tasks_whose_message_never_reached_the_queue_still_run(
+    cluster: Cluster, inputs: tuple[str, str]
+) -> None:
+    # An API whose Redis is down still saves the task and answers 200 (not a 500 with a task left behind).
+    port = free_port()
+    dead_redis = {"MARIONET_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    api2 = cluster._spawn("api2", ["serve", "--host", "127.0.0.1", "--port", str(port)], dead_redis)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(f"{base}/healthz"), 60, "the second API", cluster.root / "api2.log")
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {cluster.key}"}, timeout=60) as c:
+            r = c.post("/v1/videos/generations", json={"image_url": inputs[0], "video_url": inputs[1]})
+        assert r.status_code == 200, r.text
+        unsent = r.json()["id"]
+    finally:
+        os.killpg(api2.pid, signal.SIGKILL)
+        api2.wait(timeout=30)
+    assert "saved but not sent to the queue" in cluster.log("api2")
+    # A message lost from the broker (here deleted) is just as lost.
+    lost = cluster.create_task(*inputs)
+    assert redis.Redis.from_url(cluster.redis_url).delete(queue_for_engine("marionet-cpu")) == 1
+
+    cluster.start_worker("w1")
+    tasks = wait_terminal(cluster, [unsent, lost])
+    assert [tasks[i]["status"] for i in (unsent, lost)] == ["completed", "completed"]
+    assert "sent again" in cluster.log("w1")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

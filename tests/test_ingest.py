@@ -23,8 +23,11 @@ from marionet.media.ingest import (
     check_source_at_request,
     check_video,
     ingest_input,
+    inline_image,
     load_input,
+    store_inline_image,
     task_workdir,
+    workdir_path,
 )
 from marionet.media.uploads import store_upload, upload_url
 
@@ -92,6 +95,22 @@ def test_data_uris_and_base64_are_validated_at_request(closed_settings):
     assert err.code == "invalid_data_uri"
     err = _error(check_source_at_request, "data:video/mp4;base64,AAAA", "video", closed_settings)
     assert err.code == "unsupported_url" and "POST /v1/files" in err.message
+
+
+def test_inline_image_is_decoded_once_and_validated_only_in_the_sandbox(closed_settings, probes):
+    png = image_bytes(400, 500, ".png")
+    data = inline_image("data:image/png;base64," + base64.b64encode(png).decode())
+    assert data == png and inline_image("https://cdn.example/a.png") is None
+    stored = store_inline_image(data, closed_settings)
+    assert (stored.kind, stored.info.width, stored.info.height) == ("image", 400, 500)
+    assert len(probes) == 1 and probes[0][-4] == "image"
+    # A video smuggled in as an "image" is refused under image_url and leaves no file behind.
+    err = _error(store_inline_image, (DATA / "halfbody_talk_3s.mp4").read_bytes(), closed_settings)
+    assert (err.code, err.param) == ("image_invalid", "image_url")
+    err = _error(store_inline_image, image_bytes(299, 400), closed_settings)
+    assert (err.code, err.param) == ("image_too_small", "image_url")
+    files = closed_settings.resolved_storage_dir() / "files"
+    assert [p.name for p in files.iterdir()] == [stored.file_id]
 
 
 def test_oversize_base64_is_refused_before_decoding(closed_settings):
@@ -259,6 +278,30 @@ def test_local_paths_only_with_allow_local(settings, tmp_path):
     ).name == ("image.jpg")
 
 
+def test_threads_of_one_process_store_the_same_input_at_once(settings, tmp_path):
+    """Temp files were named by PID: two threads adding the same bytes renamed each other's file away."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = InputCache(settings)
+    source = tmp_path / "same.bin"
+    for round_ in range(6):
+        data = os.urandom(4 * 2**20) + bytes([round_])
+        source.write_bytes(data)
+        barrier = threading.Barrier(8)
+
+        def store(n: int, data: bytes = data, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            if n % 2:
+                return cache.copy_in(source)
+            cache.remember_url("https://cdn.example/same", "0" * 64)
+            return cache.add_bytes(data)
+
+        with ThreadPoolExecutor(8) as pool:
+            hashes = set(pool.map(store, range(8)))
+        assert len(hashes) == 1 and cache.blob(hashes.pop()).read_bytes() == data
+    assert list(cache.tmp.iterdir()) == [] and len(list(cache.urls.iterdir())) == 1
+
+
 def test_prune_removes_entries_unused_past_retention(settings, tmp_path):
     load_input(str(DATA / "halfbody_ref_elf.jpg"), "image", tmp_path / "t", settings, allow_local=True)
     cache = InputCache(settings)
@@ -285,11 +328,12 @@ def test_ingestion_prunes_old_entries_by_itself(settings, tmp_path):
 
 
 def test_task_workdir_is_removed_whatever_happens(settings):
-    with task_workdir(settings, "task-unified-1-abc") as work:
+    with task_workdir(settings, "task-unified-1-abc", 1) as work:
+        assert work == settings.resolved_storage_dir() / "work" / "task-unified-1-abc.a1"
         (work / "video.mp4").write_bytes(b"x")
         assert work.stat().st_mode & 0o777 == 0o700
     assert not work.exists()
-    with pytest.raises(RuntimeError), task_workdir(settings, "task-unified-1-abc") as work:
+    with pytest.raises(RuntimeError), task_workdir(settings, "task-unified-1-abc", 1) as work:
         (work / "deep").mkdir()
         (work / "deep" / "f").write_bytes(b"x")
         raise RuntimeError("engine died")
@@ -297,14 +341,24 @@ def test_task_workdir_is_removed_whatever_happens(settings):
 
 
 def test_task_workdir_clears_a_crashed_attempt_and_refuses_odd_ids(settings):
-    stale = settings.resolved_storage_dir() / "work" / "task-2"
+    stale = settings.resolved_storage_dir() / "work" / "task-2.a1"
     stale.mkdir(parents=True)
     (stale / "left-by-a-killed-worker").write_bytes(b"x")
-    with task_workdir(settings, "task-2") as work:
+    with task_workdir(settings, "task-2", 1) as work:
         assert list(work.iterdir()) == []
     for bad in ("../escape", "a/b", "", ".hidden", "x" * 200):
-        with pytest.raises(ValueError), task_workdir(settings, bad):
+        with pytest.raises(ValueError), task_workdir(settings, bad, 1):
             pass
+
+
+def test_each_attempt_has_its_own_workdir(settings):
+    """A stale attempt 1 waking up late never empties the folder attempt 2 is working in."""
+    with task_workdir(settings, "task-3", 2) as second:
+        (second / "image.png").write_bytes(b"x")
+        with task_workdir(settings, "task-3", 1) as first:
+            assert first != second
+        assert (second / "image.png").read_bytes() == b"x"
+    assert workdir_path(settings, "task-3", 2) == second
 
 
 # Validation rules ---------------------------------------------------------------------------------------

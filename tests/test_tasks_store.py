@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from marionet.api.app import create_app
 from marionet.config import Settings
+from marionet.media.cache import InputCache
 from marionet.tasks.db import migrate
 from marionet.tasks.retention import purge_expired
 from marionet.tasks.signing import result_link
@@ -73,6 +75,28 @@ def new_task(store: Store, key_id: int) -> str:
         base_url="http://127.0.0.1:1",
     )
     return store.create_task(key_id, params).id
+
+
+def test_reads_do_not_wait_for_a_writer_on_sqlite(tmp_path):
+    """A poll reads its snapshot while another process holds the write lock (it used to wait, then fail)."""
+    import sqlite3
+
+    settings = Settings(data_dir=tmp_path)
+    migrate(settings)
+    store = Store(settings)
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    writer = sqlite3.connect(tmp_path / "marionet.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE tasks SET progress = 7")
+    try:
+        assert store.get_task(task_id, key.id).progress == 0
+        assert [t.id for t in store.list_tasks(key.id, 10, None)[0]] == [task_id]
+        assert store.counts_by_status()["pending"] == 1
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    assert store.get_task(task_id).progress == 7
 
 
 def test_one_claim_wins_among_concurrent_claimers(store):
@@ -135,10 +159,13 @@ def test_recovery_reruns_then_fails_after_max_attempts(store):
     task_id = new_task(store, key.id)
     for attempt in (1, 2):
         assert store.claim(task_id)
+        store.report_progress(task_id, 20 * attempt, attempt=attempt)
         requeued, failed = store.recover_interrupted()
         if attempt == 1:
             assert requeued == [task_id] and failed == []
-            assert store.get_task(task_id).status == "pending"
+            task = store.get_task(task_id)
+            assert task.status == "pending"
+            assert task.progress == 20  # a client polling never sees progress drop after a crash-retry
     assert failed == [task_id]
     task = store.get_task(task_id)
     assert task.status == "failed" and task.error_code == "worker_lost" and task.attempts == 2
@@ -155,6 +182,69 @@ def test_only_the_attempt_that_owns_the_task_can_complete_it(store):
     assert store.complete(task_id, f"results/{task_id}.a2.mp4", 1.0, [], attempt=2) is True
     task = store.get_task(task_id)
     assert task.status == "completed" and task.result_path == f"results/{task_id}.a2.mp4"
+
+
+def test_an_old_attempt_can_neither_fail_nor_move_a_task_a_newer_one_owns(store):
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    assert store.claim(task_id)
+    assert store.report_progress(task_id, 30, attempt=1) is False
+    store.recover_interrupted()  # attempt 1 presumed dead: back to pending, still attempts=1
+    assert store.fail(task_id, "engine_failed", "late", attempt=1) is False
+    assert store.report_progress(task_id, 50, attempt=1) is True  # told to stop
+    assert store.get_task(task_id).status == "pending"
+    assert store.claim(task_id)  # attempt 2
+    claimed = store.get_task(task_id)
+    assert store.fail(task_id, "engine_failed", "late", attempt=1) is False
+    assert store.report_progress(task_id, 60, attempt=1) is True
+    task = store.get_task(task_id)
+    assert (task.status, task.progress, task.heartbeat_at) == (
+        "processing",
+        claimed.progress,
+        claimed.heartbeat_at,
+    )
+    assert store.report_progress(task_id, 60, attempt=2) is False
+    assert store.fail(task_id, "engine_failed", "no person", attempt=2) is True
+    task = store.get_task(task_id)
+    assert (task.status, task.error_code, task.progress) == ("failed", "engine_failed", 60)
+
+
+def test_retention_prunes_the_input_cache_and_dead_runs_scratch_folders(tmp_path):
+    settings = Settings(data_dir=tmp_path, retention_hours=1.0)
+    migrate(settings)
+    store = Store(settings)
+    key, _ = store.create_key("k")
+    running, finished = new_task(store, key.id), new_task(store, key.id)
+    assert store.claim(running) and store.claim(finished)
+    assert store.fail(finished, "engine_failed", "no person", attempt=1)
+    cache = InputCache(settings)
+    blob = cache.blob(cache.add_bytes(b"an input nobody used for a while"))
+    cache.remember_url("https://cdn.example/a.png", blob.name)
+    work = settings.resolved_storage_dir() / "work"
+    folders = {name: work / name for name in (f"{running}.a1", f"{finished}.a1", f"{running}.a0", "odd")}
+    for folder in folders.values():
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "frame.png").write_bytes(b"x")
+
+    purge_expired(settings, store)  # nothing is old yet
+    assert blob.exists() and all(folder.exists() for folder in folders.values())
+
+    purge_expired(settings, store, now=time.time() + 2 * 3600)
+    assert not blob.exists() and list(cache.urls.iterdir()) == []
+    assert sorted(p.name for p in work.iterdir()) == [f"{running}.a1"]  # the running attempt's own
+
+
+def test_healthz_is_503_in_the_error_shape_when_the_database_does_not_answer(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(data_dir=tmp_path, database_url=f"postgresql+psycopg://x@127.0.0.1:{port}/none")
+    client = TestClient(create_app(settings, run_workers=False))  # no lifespan: it would migrate first
+    r = client.get("/healthz")
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["type"], error["param"]) == ("database_unavailable", "api_error", None)
+    assert "database does not answer" in error["message"]
 
 
 def test_retention_deletes_results_and_the_link_answers_410(tmp_path):

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import marionet
 from marionet.api.errors import error_response, install_error_handlers
@@ -51,27 +51,52 @@ def bootstrap_key(store: Store, settings: Settings) -> str | None:
 
 
 class BodyLimitMiddleware:
-    """413 before reading a body whose declared size passes the cap (uploads get the video cap)."""
+    """413 for a body past the cap (uploads get the video cap): at once when Content-Length declares it,
+    else the moment the bytes received pass it, so a chunked body cannot stream unbounded before auth."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            limit = (
-                VIDEO_MAX_BYTES + UPLOAD_OVERHEAD
-                if scope["path"] == "/v1/files"
-                else self.settings.max_request_bytes
-            )
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                response = error_response(
-                    413, "request_too_large", f"The request body is larger than {limit} bytes."
-                )
-                await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = (
+            VIDEO_MAX_BYTES + UPLOAD_OVERHEAD
+            if scope["path"] == "/v1/files"
+            else self.settings.max_request_bytes
+        )
+        too_large = error_response(
+            413, "request_too_large", f"The request body is larger than {limit} bytes."
+        )
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await too_large(scope, receive, send)
+            return
+        received = 0
+        started = rejected = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, rejected
+            message = await receive()
+            if message["type"] == "http.request" and not rejected:
+                received += len(message.get("body", b""))
+                if received > limit:
+                    rejected = True
+                    if not started:
+                        await too_large(scope, receive, send)
+            # The app sees a disconnect and stops reading; what it answers then is dropped.
+            return {"type": "http.disconnect"} if rejected else message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if rejected:
                 return
-        await self.app(scope, receive, send)
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
 
 def _openapi_without_422(app: FastAPI) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+Mode = Literal["std", "pro"]
+Orientation = Literal["image", "video"]
+Sound = Literal["yes", "no"]
+# The allowed values that a 400 lists, read from the very types the request is validated with.
 ENUMS: dict[str, tuple[str, ...]] = {
-    "mode": ("std", "pro"),
-    "character_orientation": ("image", "video"),
-    "keep_original_sound": ("yes", "no", "true", "false"),
+    "mode": get_args(Mode),
+    "character_orientation": get_args(Orientation),
+    "keep_original_sound": (*get_args(Sound), "true", "false"),
 }
 PROMPT_MAX = 2500
 
@@ -32,14 +36,14 @@ class CreateTaskRequest(BaseModel):
     video_url: str = Field(
         ..., min_length=1, description="Driving video (MP4/MOV): http(s) URL or a POST /v1/files URL."
     )
-    mode: Literal["std", "pro"] | None = Field(None, description="std (default) or pro.")
+    mode: Mode | None = Field(None, description="std (default) or pro.")
     prompt: str | None = Field(
         None, max_length=PROMPT_MAX, description="Optional text, at most 2500 characters."
     )
-    character_orientation: Literal["image", "video"] | None = Field(
+    character_orientation: Orientation | None = Field(
         None, description="image (default, video up to 10 s) or video (up to 30 s)."
     )
-    keep_original_sound: Literal["yes", "no"] | bool | None = Field(
+    keep_original_sound: Sound | bool | None = Field(
         None, description="yes (default) keeps the driving video's audio, no mutes; true/false accepted."
     )
     callback_url: str | None = Field(None, description="POSTed the task object when the task ends.")
@@ -60,7 +64,7 @@ class TaskInfo(BaseModel):
 class Usage(BaseModel):
     billing_rule: Literal["per_second"]
     billed_seconds: int | None = Field(description="Driving video seconds, rounded up; null until known.")
-    mode: Literal["std", "pro"]
+    mode: Mode
 
 
 class TaskError(BaseModel):

@@ -2,11 +2,13 @@
 
 This is what makes a SIGKILLed worker lose nothing within seconds, instead of waiting for Redis's visibility
 timeout: any live worker finds the stale task, puts it back to pending (or fails it after max_attempts) and
-sends a new message. A message delivered twice is harmless: only a pending task can be claimed.
+sends a new message. A pending task whose message never reached Redis, or was lost, is sent again too.
+A message delivered twice is harmless: only a pending task can be claimed.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,10 +19,12 @@ from sqlalchemy import func, select, update
 
 from marionet.cluster.app import RUN_TASK, queue_for_engine
 from marionet.config import Settings
+from marionet.errors import TaskCancelled, TaskTimedOut
 from marionet.tasks.callbacks import deliver_callback_in_background
 from marionet.tasks.models import PENDING, PROCESSING, Task
 from marionet.tasks.store import Store
 
+log = logging.getLogger("marionet.leases")
 REAPER_LOCK = "marionet:reaper"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
@@ -64,17 +68,14 @@ class LeaseStore:
 
     def time_out(self, task_id: str) -> None:
         """Fail a task that ran past task_timeout_s, and flag it so the engine stops at its next report."""
-        limit = self.settings.task_timeout_s
-        if self.store.fail(
-            task_id, "task_timeout", f"The task ran longer than {limit:.0f} s and was stopped."
-        ):
+        if self.store.fail_with(task_id, TaskTimedOut(self.settings.task_timeout_s)):
             deliver_callback_in_background(task_id, self.settings)
         with self.store.session.begin() as session:
             session.execute(update(Task).where(Task.id == task_id).values(cancel_requested=True))
 
     def give_up(self, task_id: str) -> None:
         """End a task whose engine ignored a stop request (the worker process is about to exit)."""
-        if self.store.fail(task_id, "task_cancelled", "The task was cancelled by its owner."):
+        if self.store.fail_with(task_id, TaskCancelled()):
             deliver_callback_in_background(task_id, self.settings)
 
     def requeue_stale(self) -> list[str]:
@@ -92,10 +93,37 @@ class LeaseStore:
                 self.enqueue(task_id)
             for task_id in failed:
                 deliver_callback_in_background(task_id, self.settings)
+            for task_id in self.resend_lost(stale_before=time.time() - self.settings.lease_timeout_s):
+                log.warning("task %s was pending with no message in its queue; sent again", task_id)
             return requeued + failed
         finally:
             # Release only our own lock: it may have expired and been taken by another reaper meanwhile.
             self.redis.eval(_RELEASE, 1, REAPER_LOCK, token)
+
+    def resend_lost(self, stale_before: float) -> list[str]:
+        """Send again the pending tasks untouched since `stale_before` whose engine queue is empty.
+
+        Such a task's message is lost (Redis was down when it was sent, or a worker failed to re-send it):
+        nothing else would ever run it. While the queue still holds messages the task may be among them, so
+        it waits until the queue drains; each re-send refreshes updated_at, so it repeats at most once a lease.
+        """
+        with self.store.session() as session:
+            rows = session.execute(
+                select(Task.id, Task.engine)
+                .where(Task.status == PENDING, Task.updated_at < stale_before)
+                .order_by(Task.seq)
+            ).all()
+        lost = [row.id for row in rows if not self.redis.llen(queue_for_engine(row.engine))]
+        if not lost:
+            return []
+        with self.store.session.begin() as session:
+            session.execute(
+                update(Task).where(Task.id.in_(lost), Task.status == PENDING).values(updated_at=time.time())
+            )
+        engines = {row.id: row.engine for row in rows}
+        for task_id in lost:
+            self.app.send_task(RUN_TASK, args=[task_id], queue=queue_for_engine(engines[task_id]))
+        return lost
 
     def key_is_busy(self, task_id: str) -> bool:
         """Whether the task's key already has its limit of tasks running (checked, not locked: approximate)."""

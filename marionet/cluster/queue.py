@@ -30,8 +30,12 @@ class CeleryDispatcher:
         """
         with self.store.session() as session:
             pending = list(session.scalars(select(Task).where(Task.status == PENDING).order_by(Task.seq)))
-        for task in pending:
-            self.send(task)
+        try:
+            for task in pending:
+                self.send(task)
+        except Exception:  # the broker is down: the workers' lease reaper re-sends what stays pending
+            log.exception("could not send the pending tasks to the queue; workers will send them again")
+            return
         if pending:
             log.info("sent %d pending tasks to the queue again", len(pending))
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from marionet.config import Settings
-from marionet.errors import InputError, PayloadTooLarge
+from marionet.errors import InputError
 from marionet.media.sandbox import validate_isolated
 from marionet.media.validate import ImageInfo
 from marionet.media.video import VideoInfo
@@ -46,10 +47,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _temp_in(folder: Path, name: str) -> Path:
+    """A new, uniquely named empty file in `folder` (unique across processes and threads alike)."""
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(temp)
+
+
+def _place(temp: Path, dest: Path) -> None:
+    """Rename a finished temp file over `dest` (atomic), or remove it if that fails."""
+    try:
+        temp.replace(dest)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
+    temp = _temp_in(path.parent, path.name)
+    temp.write_text(json.dumps(value))
+    _place(temp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -68,11 +85,6 @@ def _info_from(verdict: dict[str, Any], kind: str) -> ImageInfo | VideoInfo | No
         return (ImageInfo if kind == "image" else VideoInfo)(**verdict["info"])
     except TypeError:
         return None
-
-
-def _error_from(error: dict[str, Any]) -> InputError:
-    cls = PayloadTooLarge if error.get("status") == PayloadTooLarge.status else InputError
-    return cls(str(error.get("message")), code=str(error.get("code")), param=error.get("param"))
 
 
 def link_or_copy(source: Path, dest: Path) -> Path:
@@ -116,18 +128,18 @@ class InputCache:
     def add_bytes(self, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
         if not self.blob(sha256).is_file():
-            tmp = self.tmp / f"{sha256}.{os.getpid()}.part"
-            tmp.write_bytes(data)
-            tmp.replace(self.blob(sha256))
+            temp = _temp_in(self.tmp, sha256)
+            temp.write_bytes(data)
+            _place(temp, self.blob(sha256))
         return sha256
 
     def copy_in(self, path: Path) -> str:
         """Copy a file from anywhere (an upload, a local file) into the cache; return its hash."""
         sha256 = file_sha256(path)
         if not self.blob(sha256).is_file():
-            tmp = self.tmp / f"{sha256}.{os.getpid()}.part"
-            shutil.copyfile(path, tmp)
-            tmp.replace(self.blob(sha256))
+            temp = _temp_in(self.tmp, sha256)
+            shutil.copyfile(path, temp)
+            _place(temp, self.blob(sha256))
         return sha256
 
     def _verdict_path(self, sha256: str, kind: str) -> Path:
@@ -146,14 +158,13 @@ class InputCache:
             if info is not None:
                 return info
             if isinstance(verdict.get("error"), dict):
-                raise _error_from(verdict["error"])
+                raise InputError.from_record(verdict["error"])
         try:
             info = validate_isolated(
                 path, kind, timeout_s=self.probe_timeout_s, memory_mb=self.probe_memory_mb
             )
         except InputError as exc:
-            error = {"code": exc.code, "message": exc.message, "param": exc.param, "status": exc.status}
-            _write_json(verdict_path, {"version": _VERDICT_VERSION, "error": error})
+            _write_json(verdict_path, {"version": _VERDICT_VERSION, "error": exc.to_record()})
             raise
         _write_json(verdict_path, {"version": _VERDICT_VERSION, "info": asdict(info)})
         return info

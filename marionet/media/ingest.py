@@ -4,16 +4,20 @@ Sources: http(s) URLs (fetched through `media.fetch`'s safety rules), URLs retur
 and, for images only, `data:` URIs or bare base64. Anything else is `unsupported_url`.
 - `check_source_at_request(source, kind, settings, orientation)`: uploads and data URIs are fully validated
   (a bad one is a 400 at once); remote URLs get their syntax and address checked, not fetched.
+- `inline_image(source)` / `store_inline_image(data, settings)`: a data: URI or base64 image decoded once,
+  then stored as an upload (validated in the sandbox), so a task keeps a URL and not megabytes.
 - `ingest_input(...)` / `load_input(...)`: fetch or copy into the task's folder through the content-hash
   cache (`media.cache`), validated once per content.
 - `check_image(path)` / `check_video(path, orientation)`: content validation of a file (`media.validate`).
-- `task_workdir(settings, task_id)`: the task's own folder, removed whatever happens.
+- `task_workdir(settings, task_id, attempt)`: the attempt's own folder, removed whatever happens
+  (`workdir_path` names it, for a supervisor cleaning up after a crashed attempt).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 import secrets
 import shutil
@@ -27,13 +31,12 @@ from marionet.config import Settings
 from marionet.errors import InputError, PayloadTooLarge
 from marionet.media.cache import InputCache, file_sha256, link_or_copy
 from marionet.media.fetch import check_url, fetch_to_file, parse_url
-from marionet.media.uploads import find_upload
+from marionet.media.uploads import StoredUpload, find_upload, store_upload
 from marionet.media.validate import (
     IMAGE_MAX_BYTES,
     VIDEO_MAX_BYTES,
     ImageInfo,
     check_image,
-    check_image_bytes,
     check_video,
     check_video_limits,
 )
@@ -50,8 +53,11 @@ __all__ = [
     "check_source_at_request",
     "check_video",
     "ingest_input",
+    "inline_image",
     "load_input",
+    "store_inline_image",
     "task_workdir",
+    "workdir_path",
 ]
 
 Kind = Literal["image", "video"]
@@ -76,12 +82,18 @@ def _param(kind: Kind) -> str:
     return f"{kind}_url"
 
 
-@contextmanager
-def task_workdir(settings: Settings, task_id: str) -> Iterator[Path]:
-    """storage_dir/work/<task_id>, emptied on entry (a crashed attempt's leftovers) and removed on exit."""
+def workdir_path(settings: Settings, task_id: str, attempt: int) -> Path:
+    """storage_dir/work/<task_id>.a<attempt>: one folder per attempt, so a stale attempt that wakes up late
+    never empties or writes into the folder of the attempt that took the task over."""
     if not _TASK_ID.match(task_id) or ".." in task_id:
         raise ValueError(f"not a usable task id for a folder name: {task_id!r}")
-    path = settings.resolved_storage_dir() / "work" / task_id
+    return settings.resolved_storage_dir() / "work" / f"{task_id}.a{int(attempt)}"
+
+
+@contextmanager
+def task_workdir(settings: Settings, task_id: str, attempt: int) -> Iterator[Path]:
+    """The attempt's folder (workdir_path), emptied on entry (a crashed run's leftovers), removed on exit."""
+    path = workdir_path(settings, task_id, attempt)
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, mode=0o700)
     try:
@@ -148,10 +160,23 @@ def check_source_at_request(
         return
     payload = _inline_payload(source, kind)
     if payload is not None:
-        check_image_bytes(_decode_inline(payload))
+        cache = InputCache(settings)
+        sha256 = cache.add_bytes(_decode_inline(payload))
+        cache.validate(sha256, cache.blob(sha256), "image")
         return
     _unsupported_unless_url(source, kind)
     check_url(source, settings, param)
+
+
+def inline_image(source: str) -> bytes | None:
+    """The bytes of a data: URI or bare base64 image (decoded once, size-capped), or None for other sources."""
+    payload = _inline_payload(source, "image")
+    return None if payload is None else _decode_inline(payload)
+
+
+def store_inline_image(data: bytes, settings: Settings) -> StoredUpload:
+    """Store inline image bytes as an upload, validated in the sandbox; errors name image_url."""
+    return store_upload(io.BytesIO(data), settings, only="image", param="image_url")
 
 
 def _find_upload(source: str, kind: Kind, settings: Settings) -> Path | None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from marionet.errors import InputError, PayloadTooLarge
+from marionet.errors import InputError
 from marionet.media.validate import ImageInfo
 from marionet.media.video import VideoInfo
 
@@ -46,9 +46,7 @@ def validate_isolated(path: Path, kind: str, *, timeout_s: float, memory_mb: int
             raise _invalid(kind, f"The {kind} decoder crashed on this file (signal {-done.returncode}).")
         raise RuntimeError(f"validation child failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
     if "error" in answer:
-        error = answer["error"]
-        cls = PayloadTooLarge if error.get("status") == PayloadTooLarge.status else InputError
-        raise cls(error["message"], code=error["code"], param=error.get("param"))
+        raise InputError.from_record(answer["error"])
     return (ImageInfo if kind == "image" else VideoInfo)(**answer["info"])
 
 
@@ -67,12 +65,13 @@ def _child(kind: str, path: str, memory_mb: int, cpu_s: int) -> dict:
         info = check_image(Path(path)) if kind == "image" else inspect_video(Path(path))
         return {"info": asdict(info)}
     except InputError as exc:
-        return {"error": {"code": exc.code, "message": exc.message, "param": exc.param, "status": exc.status}}
+        return {"error": exc.to_record()}
     except MemoryError:
         message = f"Checking the {kind} needed more than {memory_mb} MB of memory; the file was refused."
-        return {
-            "error": {"code": f"{kind}_invalid", "message": message, "param": f"{kind}_url", "status": 400}
-        }
+        return {"error": _invalid(kind, message).to_record()}
+    except Exception as exc:  # e.g. cv2.error on a crafted file: the file is bad, not the server
+        message = f"The {kind} could not be read ({type(exc).__name__}: {str(exc)[:200]})."
+        return {"error": _invalid(kind, message).to_record()}
 
 
 if __name__ == "__main__":

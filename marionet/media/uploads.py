@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from marionet.config import Settings
 from marionet.errors import InputError, MarionetError, PayloadTooLarge
@@ -59,9 +59,19 @@ def upload_url(file_id: str, base_url: str) -> str:
     return f"{base_url.rstrip('/')}/v1/files/{file_id}"
 
 
+def _parse(source: str) -> ParseResult:
+    """urlparse that turns its ValueError (e.g. "http://[::1/x") into the user's 400."""
+    try:
+        parsed = urlparse(source)
+        parsed.port  # noqa: B018 - raises on an out-of-range port
+    except ValueError as exc:
+        raise InputError(f"Not a valid URL ({exc}).", code="unsupported_url") from exc
+    return parsed
+
+
 def _points_here(source: str, settings: Settings) -> bool:
     """Whether an upload-shaped URL names this server (relative, our public URL, or a loopback host)."""
-    parsed = urlparse(source)
+    parsed = _parse(source)
     if not parsed.netloc:
         return True
     if settings.public_url and urlparse(settings.public_url).netloc == parsed.netloc:
@@ -74,7 +84,7 @@ def find_upload(source: str, settings: Settings) -> Path | None:
 
     Raises InputError(upload_not_found) for an upload URL of this server whose file is gone.
     """
-    match = _UPLOAD_PATH.match(urlparse(source).path or "")
+    match = _UPLOAD_PATH.match(_parse(source).path or "")
     if not match:
         return None
     path = upload_path(match.group(1), settings)
@@ -102,8 +112,13 @@ def _copy_capped(stream: BinaryIO, dest: Path, max_bytes: int) -> int:
     return size
 
 
-def store_upload(stream: BinaryIO, settings: Settings) -> StoredUpload:
-    """Store and validate an uploaded image (10 MB max) or video (100 MB max); raise InputError/413 if bad."""
+def store_upload(
+    stream: BinaryIO, settings: Settings, *, only: str | None = None, param: str = "file"
+) -> StoredUpload:
+    """Store and validate an uploaded image (10 MB max) or video (100 MB max); raise InputError/413 if bad.
+
+    `only` ("image" | "video") refuses the other kind; errors name `param`.
+    """
     file_id = new_upload_id()
     final = upload_path(file_id, settings)
     partial = final.with_name(f".{file_id}.part")
@@ -117,19 +132,21 @@ def store_upload(stream: BinaryIO, settings: Settings) -> StoredUpload:
             raise InputError(
                 "The upload must be a JPEG/PNG image or an MP4/MOV video; its content is neither.",
                 code="unsupported_file_type",
-                param="file",
+            )
+        if only is not None and kind != only:
+            raise InputError(
+                f"The content must be a{'n' if only == 'image' else ''} {only}; it is a {kind}.",
+                code=f"{only}_invalid",
             )
         if kind == "image" and size > IMAGE_MAX_BYTES:
-            raise PayloadTooLarge(
-                f"The image is {size} bytes; the limit is {IMAGE_MAX_BYTES} bytes (10 MB).", param="file"
-            )
+            raise PayloadTooLarge(f"The image is {size} bytes; the limit is {IMAGE_MAX_BYTES} bytes (10 MB).")
         sha256 = file_sha256(partial)
         info = InputCache(settings).validate(sha256, partial, kind)
         if isinstance(info, VideoInfo):
             check_video_limits(info, None)
         partial.replace(final)
     except MarionetError as exc:
-        exc.param = "file"
+        exc.param = param
         raise
     finally:
         partial.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import AbstractContextManager
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,8 +18,12 @@ MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _migrate_lock = threading.Lock()
 
 
+_WRITE = "marionet_write"
+
+
 def _tune_sqlite(engine: Engine) -> None:
-    """WAL + busy timeout, and BEGIN IMMEDIATE so read-then-write transactions serialise instead of deadlocking."""
+    """WAL + busy timeout; write transactions BEGIN IMMEDIATE so read-then-write ones serialise instead of
+    deadlocking, while reads BEGIN deferred and read their WAL snapshot without waiting for a writer."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
@@ -31,7 +36,7 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
 
 @lru_cache(maxsize=8)
@@ -46,14 +51,30 @@ def get_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
 
 
-def session_factory(settings: Settings) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(settings.resolved_database_url()), expire_on_commit=False)
+class Sessions:
+    """`sessions()` for reads, `sessions.begin()` for a write transaction (on SQLite, the only kind that takes
+    the write lock at BEGIN; PostgreSQL needs nothing: its row locks and single-statement updates suffice)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(**{_WRITE: True}), expire_on_commit=False)
+
+    def __call__(self) -> Session:
+        return self._read()
+
+    def begin(self) -> AbstractContextManager[Session]:
+        return self._write.begin()
+
+
+def session_factory(settings: Settings) -> Sessions:
+    return Sessions(get_engine(settings.resolved_database_url()))
 
 
 def migrate(settings: Settings) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with _migrate_lock, get_engine(settings.resolved_database_url()).begin() as conn:
+    engine = get_engine(settings.resolved_database_url()).execution_options(**{_WRITE: True})
+    with _migrate_lock, engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -16,9 +16,11 @@ import time
 from typing import Protocol
 
 from marionet.config import Settings
+from marionet.errors import TaskCancelled, TaskTimedOut
+from marionet.media.ingest import workdir_path
 from marionet.tasks.callbacks import deliver_callback_in_background
 from marionet.tasks.models import PROCESSING
-from marionet.tasks.runner import execute_task, work_dir
+from marionet.tasks.runner import execute_task
 from marionet.tasks.store import Store
 
 log = logging.getLogger("marionet.queue")
@@ -81,17 +83,14 @@ class EmbeddedDispatcher:
     def submit(self, task_id: str) -> None:
         self._wake.set()
 
-    @property
-    def running(self) -> int:
-        with self._lock:
-            return len(self._children)
-
     def stop(self) -> None:
         """Stop children now; their tasks go back to the queue without losing an attempt."""
-        self._stopping.set()
-        self._wake.set()
+        # Under the lock that registers and removes children: each child is either copied here or never
+        # started, and none is removed once stopping is set (see _run_child).
         with self._lock:
+            self._stopping.set()
             children = dict(self._children)
+        self._wake.set()
         for task_id, child in children.items():
             child.terminate()
             child.join(5)
@@ -123,8 +122,11 @@ class EmbeddedDispatcher:
         child = self._ctx.Process(
             target=_child_main, args=(task_id, self.settings, os.getpid()), name=f"marionet-{task_id}"
         )
-        child.start()
         with self._lock:
+            if self._stopping.is_set():  # stop() has already taken its copy: run nothing it cannot stop
+                self.store.requeue(task_id, refund_attempt=True)
+                return
+            child.start()
             self._children[task_id] = child
         started = time.monotonic()
         cancel_seen: float | None = None
@@ -141,24 +143,20 @@ class EmbeddedDispatcher:
                     cancel_seen = time.monotonic()
                 if cancel_seen is not None and time.monotonic() - cancel_seen > CANCEL_GRACE_S:
                     self._kill(child)
-                    ended_here = self.store.fail(
-                        task_id, "task_cancelled", "The task was cancelled by its owner."
-                    )
+                    ended_here = self.store.fail_with(task_id, TaskCancelled())
                 elif time.monotonic() - started > self.settings.task_timeout_s:
                     self._kill(child)
-                    ended_here = self.store.fail(
-                        task_id,
-                        "task_timeout",
-                        f"The task ran longer than {self.settings.task_timeout_s:.0f} s and was stopped.",
-                    )
+                    ended_here = self.store.fail_with(task_id, TaskTimedOut(self.settings.task_timeout_s))
         finally:
             with self._lock:
-                self._children.pop(task_id, None)
+                if not self._stopping.is_set():  # else stop() terminates it and requeues its task
+                    self._children.pop(task_id, None)
         if self._stopping.is_set():
             return
-        shutil.rmtree(work_dir(task_id, self.settings), ignore_errors=True)
+        task = self.store.get_task(task_id)
+        shutil.rmtree(workdir_path(self.settings, task_id, task.attempts), ignore_errors=True)
         # A child that died without ending its task (segfault, OOM kill) fails that task only.
-        crashed = self.store.get_task(task_id).status == PROCESSING and self.store.fail(
+        crashed = task.status == PROCESSING and self.store.fail(
             task_id,
             "engine_crashed",
             f"The process making this video stopped unexpectedly (exit code {child.exitcode}).",

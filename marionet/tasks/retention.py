@@ -1,16 +1,26 @@
-"""Delete results and uploaded inputs once the retention period has passed."""
+"""Delete results, uploaded inputs and cached inputs once the retention period has passed, and the scratch
+folders that crashed attempts left behind."""
 
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import threading
 import time
 
 from marionet.config import Settings
+from marionet.errors import NotFound
+from marionet.media.cache import InputCache
 from marionet.media.uploads import uploads_dir
+from marionet.tasks.models import PROCESSING
 from marionet.tasks.store import Store
 
 log = logging.getLogger("marionet.retention")
+
+# A scratch folder untouched this long that no processing attempt owns was left by a dead run.
+STALE_WORKDIR_S = 3600.0
+_WORKDIR = re.compile(r"^(?P<task>.+)\.a(?P<attempt>\d+)$")
 
 
 def purge_expired(settings: Settings, store: Store, now: float | None = None) -> int:
@@ -26,7 +36,37 @@ def purge_expired(settings: Settings, store: Store, now: float | None = None) ->
         if path.is_file() and path.stat().st_mtime < cutoff:
             path.unlink(missing_ok=True)
             removed += 1
+    removed += InputCache(settings).prune(now=now)
+    removed += _remove_stale_workdirs(settings, store, (now or time.time()) - STALE_WORKDIR_S)
     return removed
+
+
+def _remove_stale_workdirs(settings: Settings, store: Store, cutoff: float) -> int:
+    """Remove work/<task_id>.a<attempt> folders older than cutoff unless that attempt is still running."""
+    work = settings.resolved_storage_dir() / "work"
+    if not work.is_dir():
+        return 0
+    removed = 0
+    for path in work.iterdir():
+        try:
+            if path.stat().st_mtime >= cutoff or _running(path.name, store):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _running(name: str, store: Store) -> bool:
+    match = _WORKDIR.match(name)
+    if match is None:
+        return False
+    try:
+        task = store.get_task(match["task"])
+    except NotFound:
+        return False
+    return task.status == PROCESSING and task.attempts == int(match["attempt"])
 
 
 class Janitor:

@@ -42,11 +42,6 @@ def error_for(exc: BaseException) -> tuple[str, str]:
     return "internal_error", f"The task failed unexpectedly ({type(exc).__name__}); this is a server fault."
 
 
-def work_dir(task_id: str, settings: Settings) -> Path:
-    """The task's scratch folder (media.ingest.task_workdir); its parent removes it after a crash."""
-    return settings.resolved_storage_dir() / "work" / task_id
-
-
 def results_dir(settings: Settings) -> Path:
     path = settings.resolved_storage_dir() / "results"
     path.mkdir(parents=True, exist_ok=True)
@@ -96,9 +91,10 @@ def run_engine(
 class ProgressReporter:
     """Engine progress callback: writes rising `progress` and raises TaskCancelled once cancel is asked."""
 
-    def __init__(self, store: Store, task_id: str) -> None:
+    def __init__(self, store: Store, task_id: str, attempt: int | None = None) -> None:
         self.store = store
         self.task_id = task_id
+        self.attempt = attempt
         self.written = -1
         self.checked_at = 0.0
 
@@ -108,10 +104,11 @@ class ProgressReporter:
             return
         self.checked_at = now
         self.written = max(self.written, progress)
-        if self.store.report_progress(self.task_id, progress):
+        if self.store.report_progress(self.task_id, progress, attempt=self.attempt):
             raise TaskCancelled()
 
     def engine_progress(self, fraction: float, message: str = "") -> None:
+        """The engine's ProgressFn; `message` is part of that signature, but the task object has no field for it."""
         fraction = min(max(fraction, 0.0), 1.0)
         self.set(INPUT_PROGRESS + int(fraction * (99 - INPUT_PROGRESS)))
 
@@ -127,8 +124,8 @@ def execute_task(task_id: str, settings: Settings) -> None:
     attempt = task.attempts
     final = results_dir(settings) / f"{task_id}.a{attempt}.mp4"
     try:
-        with task_workdir(settings, task_id) as scratch:
-            reporter = ProgressReporter(store, task_id)
+        with task_workdir(settings, task_id, attempt) as scratch:
+            reporter = ProgressReporter(store, task_id, attempt)
             reporter.set(0)
             inputs = prepare_inputs(
                 task.image_url, task.video_url, task.character_orientation, scratch, settings
@@ -149,11 +146,15 @@ def execute_task(task_id: str, settings: Settings) -> None:
             engine_seconds = time.monotonic() - started
             shutil.move(str(result.output_path), final)
         relative = str(final.relative_to(settings.resolved_storage_dir()))
-        if not store.complete(task_id, relative, engine_seconds, result.warnings, attempt=attempt):
+        ended = store.complete(task_id, relative, engine_seconds, result.warnings, attempt=attempt)
+        if not ended:
             final.unlink(missing_ok=True)  # ended or taken over meanwhile (timeout, cancel, a newer attempt)
     except BaseException as exc:
         code, message = error_for(exc)
-        store.fail(task_id, code, message)
+        ended = store.fail(task_id, code, message, attempt=attempt)
         if not isinstance(exc, Exception):
             raise
-    deliver_callback(task_id, settings, store)
+    # Only the attempt that ended the task calls back: whoever else ended it (a timeout, a newer attempt)
+    # delivers its own callback.
+    if ended:
+        deliver_callback(task_id, settings, store)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -18,9 +19,10 @@ from marionet.errors import Gone, PermissionDenied
 def _secret_from_file(path: Path) -> bytes:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(secrets.token_hex(32))
-        os.chmod(tmp, 0o600)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        tmp = Path(name)
         # link() fails if another process created it first, so every process ends with the same secret.
         try:
             os.link(tmp, path)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from marionet.config import Settings
-from marionet.errors import Conflict, NotFound, RateLimited
+from marionet.errors import Conflict, MarionetError, NotFound, RateLimited, TaskCancelled
 from marionet.tasks.db import session_factory
 from marionet.tasks.models import COMPLETED, FAILED, PENDING, PROCESSING, STATUSES, ApiKey, Task
 
@@ -190,16 +190,23 @@ class Store:
                 .values(video_duration_s=duration_s, billed_seconds=max(1, math.ceil(duration_s - 1e-6)))
             )
 
-    def report_progress(self, task_id: str, progress: int) -> bool:
-        """Raise progress (never lower it) and beat the heartbeat; returns whether a cancel was requested."""
+    def report_progress(self, task_id: str, progress: int, *, attempt: int | None = None) -> bool:
+        """Raise progress (never lower it) and beat the heartbeat; returns whether the run must stop.
+
+        It must stop once a cancel was requested, or when `attempt` no longer owns the task (it was requeued
+        or taken over): an old attempt then neither moves progress nor keeps the lease alive.
+        """
         now = time.time()
+        owner = [Task.status == PROCESSING] + ([] if attempt is None else [Task.attempts == attempt])
         with self.session.begin() as s:
             s.execute(
                 update(Task)
-                .where(Task.id == task_id, Task.status == PROCESSING, Task.progress < progress)
+                .where(Task.id == task_id, Task.progress < progress, *owner)
                 .values(progress=progress, updated_at=now)
             )
-            s.execute(update(Task).where(Task.id == task_id).values(heartbeat_at=now))
+            beat = s.execute(update(Task).where(Task.id == task_id, *owner).values(heartbeat_at=now))
+            if attempt is not None and beat.rowcount != 1:
+                return True
             return bool(s.scalar(select(Task.cancel_requested).where(Task.id == task_id)))
 
     def complete(
@@ -230,25 +237,32 @@ class Store:
             )
             return result.rowcount == 1
 
-    def fail(self, task_id: str, code: str, message: str) -> bool:
-        """End a pending or processing task as failed; False if it had already ended."""
+    def fail(self, task_id: str, code: str, message: str, *, attempt: int | None = None) -> bool:
+        """End a pending or processing task as failed; False if it had already ended, or if `attempt` is
+        given and no longer owns it (only a processing task that this attempt claimed can be failed then)."""
         now = time.time()
+        if attempt is None:
+            owner = [Task.status.in_((PENDING, PROCESSING))]
+        else:
+            owner = [Task.status == PROCESSING, Task.attempts == attempt]
         with self.session.begin() as s:
             result = s.execute(
                 update(Task)
-                .where(Task.id == task_id, Task.status.in_((PENDING, PROCESSING)))
+                .where(Task.id == task_id, *owner)
                 .values(
                     status=FAILED, error_code=code, error_message=message, finished_at=now, updated_at=now
                 )
             )
             return result.rowcount == 1
 
+    def fail_with(self, task_id: str, error: MarionetError, *, attempt: int | None = None) -> bool:
+        """fail() with the code and sentence of `error` (e.g. TaskCancelled(), TaskTimedOut(limit))."""
+        return self.fail(task_id, error.code, error.message, attempt=attempt)
+
     def request_cancel(self, task_id: str, key_id: int) -> bool:
         """Cancel now if pending (returns True), else flag a processing task for its runner (False)."""
         task = self.get_task(task_id, key_id)
-        if task.status == PENDING and self.fail(
-            task_id, "task_cancelled", "The task was cancelled by its owner."
-        ):
+        if task.status == PENDING and self.fail_with(task_id, TaskCancelled()):
             return True
         with self.session.begin() as s:
             result = s.execute(
@@ -261,14 +275,16 @@ class Store:
         return False
 
     def requeue(self, task_id: str, *, refund_attempt: bool) -> None:
-        """Put a processing task back in the queue (a graceful shutdown refunds the attempt)."""
+        """Put a processing task back in the queue (a graceful shutdown refunds the attempt).
+
+        Progress is kept: a polling client sees it rise monotonically; the next attempt only raises it.
+        """
         with self.session.begin() as s:
             s.execute(
                 update(Task)
                 .where(Task.id == task_id, Task.status == PROCESSING)
                 .values(
                     status=PENDING,
-                    progress=0,
                     attempts=Task.attempts - (1 if refund_attempt else 0),
                     updated_at=time.time(),
                 )
@@ -288,7 +304,7 @@ class Store:
         requeued, failed = [], []
         for task in stuck:
             if task.cancel_requested:
-                self.fail(task.id, "task_cancelled", "The task was cancelled by its owner.")
+                self.fail_with(task.id, TaskCancelled())
                 failed.append(task.id)
             elif task.attempts >= self.settings.max_attempts:
                 self.fail(

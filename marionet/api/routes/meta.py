@@ -8,11 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 from marionet.api.deps import current_key, get_settings, get_store
 from marionet.api.routes.tasks import accepted_models
-from marionet.api.schemas import ERROR_RESPONSES, Health, ModelList
+from marionet.api.schemas import ERROR_RESPONSES, ErrorResponse, Health, ModelList
 from marionet.config import Settings
+from marionet.errors import ServiceUnavailable
 from marionet.tasks.models import ApiKey
 from marionet.tasks.store import Store
 
@@ -37,11 +39,21 @@ def list_models(
     }
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness and database check")
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": ErrorResponse, "description": "The database does not answer"}},
+    summary="Liveness and database check",
+)
 def healthz(
     request: Request, store: Store = Depends(get_store), settings: Settings = Depends(get_settings)
 ) -> dict[str, Any]:
-    counts = store.counts_by_status()
+    try:
+        counts = store.counts_by_status()
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable(
+            f"The database does not answer ({type(exc.orig or exc).__name__}).", code="database_unavailable"
+        ) from exc
     return {
         "status": "ok",
         "database": "ok",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import io
+import logging
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -15,13 +16,14 @@ from marionet.errors import InvalidRequest
 from marionet.media import ingest
 from marionet.media.fetch import check_url
 from marionet.media.ingest import check_source_at_request
-from marionet.media.uploads import store_upload, upload_url
+from marionet.media.uploads import upload_url
 from marionet.tasks.callbacks import deliver_callback_in_background
 from marionet.tasks.models import ApiKey
 from marionet.tasks.queue import Dispatcher
 from marionet.tasks.store import NewTask, Store
 from marionet.tasks.view import Pace, task_object
 
+log = logging.getLogger("marionet.api")
 router = APIRouter(responses=ERROR_RESPONSES)
 TASK = {"response_model": TaskObject, "response_model_exclude_unset": True}
 
@@ -33,16 +35,8 @@ def accepted_models(settings: Settings) -> dict[str, str]:
     return names
 
 
-def _stored_inline_image(source: str, settings: Settings, base: str) -> str | None:
-    """A data: URI or base64 image becomes an upload, so the task row keeps a URL and not megabytes."""
-    payload = ingest._inline_payload(source, "image")
-    if payload is None:
-        return None
-    stored = store_upload(io.BytesIO(ingest._decode_inline(payload)), settings)
-    return upload_url(stored.file_id, base)
-
-
-def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> NewTask:
+def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> tuple[NewTask, bytes | None]:
+    """The checked task, and the bytes of an inline image still to be stored (last, once all else passed)."""
     model = body.model or DEFAULT_MODEL
     models = accepted_models(settings)
     if model not in models:
@@ -54,24 +48,26 @@ def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> NewTask
             param="model",
         )
     orientation = body.character_orientation or "image"
-    check_source_at_request(body.image_url, "image", settings, orientation=orientation)
-    image_url = _stored_inline_image(body.image_url, settings, base) or body.image_url
+    inline = ingest.inline_image(body.image_url)
+    if inline is None:
+        check_source_at_request(body.image_url, "image", settings, orientation=orientation)
     check_source_at_request(body.video_url, "video", settings, orientation=orientation)
     if body.callback_url:
         check_url(body.callback_url, settings, "callback_url")
     sound = body.keep_original_sound
-    return NewTask(
+    new = NewTask(
         model=model,
         engine=models[model],
         mode=body.mode or "std",
         prompt=body.prompt or "",
         character_orientation=orientation,
         keep_original_sound=sound in (None, True, "yes"),
-        image_url=image_url,
+        image_url=body.image_url,
         video_url=body.video_url,
         callback_url=body.callback_url or None,
         base_url=base,
     )
+    return new, inline
 
 
 @router.post("/v1/videos/generations", summary="Create a motion-control task", **TASK)
@@ -83,8 +79,22 @@ def create_task(
     dispatcher: Dispatcher = Depends(get_dispatcher),
     base: str = Depends(base_url),
 ) -> dict[str, Any]:
-    task = store.create_task(key.id, _new_task(body, settings, base))
-    dispatcher.submit(task.id)
+    new, inline = _new_task(body, settings, base)
+    stored = None
+    if inline is not None:
+        # Decoded once, validated once (in the sandbox) while stored, so the row keeps a short URL.
+        stored = ingest.store_inline_image(inline, settings)
+        new = replace(new, image_url=upload_url(stored.file_id, base))
+    try:
+        task = store.create_task(key.id, new)
+    except BaseException:
+        if stored is not None:  # e.g. 429: no task will ever read it
+            stored.path.unlink(missing_ok=True)
+        raise
+    try:
+        dispatcher.submit(task.id)
+    except Exception:  # the task is saved: it is sent again once it has waited a lease (cluster.leases)
+        log.exception("task %s saved but not sent to the queue", task.id)
     return task_object(task, store, settings)
 
 
