@@ -3,7 +3,8 @@
 The mesh is a regular triangulated grid over the silhouette. Weights start as each vertex's body part and are
 smoothed across joints only (heat-diffusion-like), so an elbow bends smoothly while an arm resting against the
 body never drags the torso. The head keeps rigid weights: the face stays the character's own pixels.
-Each depth layer (a leg, an arm, the body) is its own sub-mesh with its own pixels, drawn back to front.
+Each part is its own sub-mesh with its own pixels; sub-meshes share their weights across a joint, so they meet
+without a seam there, and are drawn back to front by depth group (a leg, an arm, the body).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from marionet.engine.cpu.rig import J, PartSpec, limb_reaches, part_costs
+from marionet.engine.cpu.rig import J, PartSpec, part_costs
 
 # Each part's parent in the skeleton; a part blends with its parent around the part's proximal joint.
 PARENT = {
@@ -28,14 +29,18 @@ PARENT = {
     "r_shin": "r_thigh",
 }
 SUBPIXEL = 4  # fillConvexPoly fixed-point bits: vertices keep 1/16 px precision
+BLEND = 0.1  # skinning blend band each side of a joint, in body sizes
+LINK = 0.6  # weights diffuse between parts only this many limb thicknesses from their joint
 OUTSIDE = -1e5  # source coordinate of pixels no triangle covers
 
 
 @dataclass
 class MeshLayer:
-    """One depth layer: a sub-mesh (rest vertices, skinning weights, triangles) and its premultiplied pixels."""
+    """One part's sub-mesh (rest vertices, skinning weights, triangles) and its premultiplied pixels."""
 
-    group: str  # "body", or a limb name like "l_arm" / "r_leg"
+    group: str  # depth group: "body", or a limb like "l_arm" / "r_leg"
+    part: int  # the part (index into CharacterMesh.specs) whose pixels these are
+    distal: bool  # drawn over the rest of its group (forearm, shin, head)
     rest: np.ndarray  # (vertices, 2) float64 rest positions, canvas pixels
     weights: np.ndarray  # (vertices, parts) float64, rows sum to 1
     triangles: np.ndarray  # (triangles, 3) int32 vertex indices, in draw order within the layer
@@ -70,6 +75,7 @@ def build_mesh(
     """Grid mesh over the silhouette, skinning weights smoothed across joints, one sub-mesh per depth layer."""
     height, width = alpha.shape
     person = (alpha > 0.02).astype(np.uint8)
+    labels = _with_caps(labels, person, joints, specs)
     margin = int(np.ceil(1.5 * cell))
     ys, xs = np.nonzero(person)
     x0, y0 = xs.min() - margin, ys.min() - margin
@@ -78,7 +84,13 @@ def build_mesh(
     gx, gy = np.meshgrid(x0 + cell * np.arange(nx), y0 + cell * np.arange(ny))
     nodes = np.stack([gx.ravel(), gy.ravel()], axis=1)
     node_labels = _node_labels(nodes, labels, specs, joints, size)
-    weights = _skinning_weights(nodes, node_labels.reshape(ny, nx), specs, joints, size, cell)
+    thickness = np.array(
+        [
+            (labels == i).sum() / max(float(np.linalg.norm(joints[sp.reach] - joints[sp.start])), 1.0)
+            for i, sp in enumerate(specs)
+        ]
+    )
+    weights = _skinning_weights(nodes, node_labels.reshape(ny, nx), specs, joints, thickness, size, cell)
     weights = weights.reshape(-1, len(specs))
 
     # Two triangles per grid cell, split along alternating diagonals so the mesh has no preferred direction.
@@ -91,30 +103,21 @@ def build_mesh(
     centroids = nodes[triangles].mean(axis=1)
 
     premult = np.dstack([rgb.astype(np.float32) * alpha[..., None], alpha * 255]).clip(0, 255)
-    reach = int(np.ceil(1.3 * cell))  # every triangle touching the pixels, and a margin
+    # Every triangle within 3 px of the pixels: the half-resolution maps lose the mesh's outermost 2 px.
+    reach = int(np.ceil(0.8 * cell)) + 3
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
     layers = []
-    for group in dict.fromkeys(group_of(s) for s in specs):
-        members = [i for i, s in enumerate(specs) if group_of(s) == group]
-        own = np.isin(labels, members).astype(np.uint8)
+    cx = np.clip(np.round(centroids[:, 0]).astype(int), 0, width - 1)
+    cy = np.clip(np.round(centroids[:, 1]).astype(int), 0, height - 1)
+    for part, spec in enumerate(specs):
+        own = (labels == part).astype(np.uint8)
         if own.sum() < 16:
             continue
-        # Layers overlap by two pixels so resampled seams never let the background show through.
+        # Parts overlap by two pixels so resampled seams never let the background show through.
         pixels = cv2.dilate(own, np.ones((5, 5), np.uint8)) & person
         near = cv2.dilate(pixels, grow)
-        cx = np.clip(np.round(centroids[:, 0]).astype(int), 0, width - 1)
-        cy = np.clip(np.round(centroids[:, 1]).astype(int), 0, height - 1)
-        inside = (centroids[:, 0] >= 0) & (centroids[:, 0] < width) & (centroids[:, 1] >= 0)
-        inside &= centroids[:, 1] < height
-        chosen = np.nonzero(inside & (near[cy, cx] > 0))[0]
-        if chosen.size == 0:
-            continue
-        # Within a layer the distal segment (forearm, shin; the head) is drawn last, over its parent.
-        tri_label = node_labels[triangles[chosen]]
-        depth = np.isin(tri_label, [i for i in members if _is_distal(specs[i])]).sum(axis=1)
-        chosen = chosen[np.argsort(depth, kind="stable")]
+        chosen = np.nonzero(near[cy, cx] > 0)[0]
         used, local = np.unique(triangles[chosen], return_inverse=True)
-        layer_weights = _confine(weights, node_labels, nodes, used, members, specs)
         rx, ry, rw, rh = cv2.boundingRect(pixels)
         pad = 2
         ox, oy = max(0, rx - pad), max(0, ry - pad)
@@ -123,9 +126,11 @@ def build_mesh(
         crop = (premult[oy:ey, ox:ex] * soft[..., None]).astype(np.uint8)
         layers.append(
             MeshLayer(
-                group=group,
+                group=group_of(spec),
+                part=part,
+                distal=_is_distal(spec),
                 rest=nodes[used].astype(np.float64),
-                weights=layer_weights,
+                weights=_confine(weights, node_labels, nodes, used, part),
                 triangles=local.reshape(-1, 3).astype(np.int32),
                 rgba=np.ascontiguousarray(crop),
                 origin=(ox, oy),
@@ -133,6 +138,25 @@ def build_mesh(
         )
     axes = np.array([_unit(joints[s.end] - joints[s.start]) for s in specs])
     return CharacterMesh(specs=specs, axes=axes, layers=layers, cell=cell)
+
+
+def _with_caps(
+    labels: np.ndarray, person: np.ndarray, joints: np.ndarray, specs: list[PartSpec]
+) -> np.ndarray:
+    """Labels where each limb segment also owns its parent's pixels around its root joint: the shoulder's
+    roundness and the sleeve go with the arm (the pose detector reads limbs by them)."""
+    out = labels.copy()
+    index = {s.name: i for i, s in enumerate(specs)}
+    for part, spec in enumerate(specs):
+        parent = index.get(PARENT.get(spec.name, ""))
+        if spec.kind in ("arm", "leg") and parent is not None:
+            own = int((labels == part).sum())
+            length = max(float(np.linalg.norm(joints[spec.reach] - joints[spec.start])), 1.0)
+            radius = int(round(0.55 * max(3.0, own / length)))
+            disc = np.zeros_like(person)
+            cv2.circle(disc, tuple(int(round(v)) for v in joints[spec.start]), radius, 1, -1)
+            out[(disc > 0) & (person > 0) & (labels == parent)] = part
+    return out
 
 
 def _is_distal(spec: PartSpec) -> bool:
@@ -162,6 +186,7 @@ def _skinning_weights(
     grid_labels: np.ndarray,
     specs: list[PartSpec],
     joints: np.ndarray,
+    thickness: np.ndarray,
     size: float,
     cell: float,
 ) -> np.ndarray:
@@ -170,7 +195,6 @@ def _skinning_weights(
     parts = len(specs)
     index = {s.name: i for i, s in enumerate(specs)}
     shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
-    reach = limb_reaches(joints, size)
     head_radius = max(
         0.8 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.35 * shoulder_width
     )
@@ -179,7 +203,8 @@ def _skinning_weights(
     for i, s in enumerate(specs):
         parent = PARENT.get(s.name)
         if parent in index:
-            radius = head_radius if s.kind == "head" else reach[s.kind]
+            # Blend only within the joint's own roundness: further out, the sides of a bent elbow are apart.
+            radius = head_radius if s.kind == "head" else max(cell, LINK * thickness[i])
             links[i, index[parent]] = links[index[parent], i] = (*joints[s.start], radius)
     xy = nodes.reshape(ny, nx, 2)
 
@@ -195,8 +220,8 @@ def _skinning_weights(
     if "head" in index:
         rigid[..., 0] = grid_labels == index["head"]
     weights = onehot.copy()
-    # The blend band grows like the square root of the step count: about a quarter body size each side.
-    steps = int(np.clip((0.25 * size / cell) ** 2, 2, 40))
+    # The blend band grows like the square root of the step count: about BLEND body sizes each side.
+    steps = int(np.clip((BLEND * size / cell) ** 2, 1, 40)) if BLEND > 0 else 0
     for _ in range(steps):
         total = weights.copy()
         count = np.ones((ny, nx, 1))
@@ -213,17 +238,12 @@ def _skinning_weights(
 
 
 def _confine(
-    weights: np.ndarray,
-    node_labels: np.ndarray,
-    nodes: np.ndarray,
-    used: np.ndarray,
-    members: list[int],
-    specs: list[PartSpec],
+    weights: np.ndarray, node_labels: np.ndarray, nodes: np.ndarray, used: np.ndarray, part: int
 ) -> np.ndarray:
-    """A layer's weights: nodes of its parts (or reached from them across a joint) keep theirs; any other node
-    takes its nearest such node's, so an arm's edge follows the arm, not the body it rested on."""
+    """A part's weights: its nodes (and those reached from it across a joint) keep theirs; any other node takes
+    its nearest such node's, so an arm's edge follows the arm, not the body it rested on."""
     out = weights[used].copy()
-    reached = np.isin(node_labels, members) | (weights[:, members].sum(axis=1) > 0.05)
+    reached = (node_labels == part) | (weights[:, part] > 0.05)
     own_nodes = np.nonzero(reached)[0]
     foreign = ~reached[used]
     if foreign.any() and own_nodes.size:

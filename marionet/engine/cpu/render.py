@@ -120,7 +120,9 @@ def render_frame(rig: CharacterRig, motion: Motion, frame: int, settings: Render
         transforms = np.array(
             spec_transforms(rig, motion, frame, list(zip(mesh.specs, mesh.axes, strict=True)))
         )
-        for layer in sorted(mesh.layers, key=lambda layer: _group_depth(layer.group, motion, frame)):
+        for layer in sorted(
+            mesh.layers, key=lambda layer: (*_group_depth(layer.group, motion, frame), layer.distal)
+        ):
             mesh_stage.draw_layer(canvas, layer, transforms, settings.interpolation)
         return canvas
     height, width = canvas.shape[:2]
