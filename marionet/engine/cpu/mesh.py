@@ -267,7 +267,8 @@ def draw_layer(canvas: np.ndarray, layer: MeshLayer, transforms: np.ndarray, int
         return
     dst = posed[layer.triangles]  # (triangles, 3, 2)
     src = layer.rest[layer.triangles] - np.array(layer.origin, float)
-    area = np.cross(dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0])
+    e1, e2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
+    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     keep = np.nonzero(np.abs(area) > 1e-3)[0]
     if keep.size == 0:
         return
