@@ -29,7 +29,6 @@ POSE_SHARE = 0.5  # fraction of the progress bar spent on the pose pass when it 
 MIN_PERSON_SHARE = 0.5
 BATCH = 16
 RENDERERS = ("mesh", "parts")  # skinned triangle mesh; or rigid part layers with joint caps (the older one)
-DEFAULT_RENDERER = "parts"
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,8 @@ class Quality:
 
 
 QUALITY = {
-    "std": Quality(short_side=720, interpolation=cv2.INTER_LINEAR, crf=20, preset="superfast", mesh_cells=14),
-    "pro": Quality(short_side=1080, interpolation=cv2.INTER_CUBIC, crf=18, preset="faster", mesh_cells=22),
+    "std": Quality(short_side=720, interpolation=cv2.INTER_LINEAR, crf=20, preset="superfast", mesh_cells=10),
+    "pro": Quality(short_side=1080, interpolation=cv2.INTER_CUBIC, crf=18, preset="faster", mesh_cells=16),
 }
 
 
@@ -60,7 +59,11 @@ class CpuEngine:
 
     name = "marionet-cpu"
 
-    def __init__(self, cache_dir: Path | None = None, renderer: str = DEFAULT_RENDERER) -> None:
+    def __init__(self, cache_dir: Path | None = None, renderer: str | None = None) -> None:
+        if renderer is None:
+            from marionet.config import get_settings
+
+            renderer = get_settings().cpu_renderer
         if renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}: one of {RENDERERS}")
         self.renderer = renderer
