@@ -27,7 +27,7 @@ PAIRS = {
 }
 
 
-def run_case(pair: str, mode: str, workdir: Path) -> dict:
+def run_case(pair: str, mode: str, workdir: Path, renderer: str = "parts") -> dict:
     """One engine run (uncached, then cached) and a bare decode+encode of the same video, in this process."""
     import cv2
 
@@ -37,7 +37,7 @@ def run_case(pair: str, mode: str, workdir: Path) -> dict:
     from marionet.media.video import VideoWriter, probe_video, read_frames
 
     image, video, orientation = PAIRS[pair]
-    engine = CpuEngine(cache_dir=workdir / "poses")
+    engine = CpuEngine(cache_dir=workdir / "poses", renderer=renderer)
     request = AnimationRequest(
         DATA / image,
         DATA / video,
@@ -68,6 +68,7 @@ def run_case(pair: str, mode: str, workdir: Path) -> dict:
     return {
         "pair": pair,
         "mode": mode,
+        "renderer": renderer,
         "size": f"{result.width}x{result.height}",
         "frames": result.frame_count,
         "video_s": round(result.duration_s, 2),
@@ -98,14 +99,14 @@ def make_long_clip(path: Path, seconds: float = 30.0) -> None:
                 writer.write(rgb)
 
 
-def run_long(workdir: Path) -> dict:
+def run_long(workdir: Path, renderer: str = "parts") -> dict:
     """Peak memory of one std run on a 30 s 1080p driving clip (a fresh process, so RSS is this run's)."""
     from marionet.engine.base import AnimationRequest
     from marionet.engine.cpu import CpuEngine
 
     clip = workdir / "long.mp4"
     make_long_clip(clip)
-    engine = CpuEngine(cache_dir=workdir / "poses")
+    engine = CpuEngine(cache_dir=workdir / "poses", renderer=renderer)
     request = AnimationRequest(
         DATA / "dance_ref_cartoon.png", clip, workdir / "long-out.mp4", character_orientation="video"
     )
@@ -127,21 +128,24 @@ def main() -> int:
     parser.add_argument("--case", help="internal: run one PAIR:MODE case in this process and print JSON")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--long", action="store_true", help="only the 30 s 1080p memory check")
+    parser.add_argument(
+        "--renderer", default="parts", choices=("parts", "mesh"), help="marionet-cpu's renderer"
+    )
     args = parser.parse_args()
     if args.long:
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(run_long(Path(tmp))))
+            print(json.dumps(run_long(Path(tmp), args.renderer)))
         return 0
     if args.case:
         pair, mode = args.case.split(":")
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(run_case(pair, mode, Path(tmp))))
+            print(json.dumps(run_case(pair, mode, Path(tmp), args.renderer)))
         return 0
     rows = []
     for pair in PAIRS:
         for mode in ("std", "pro"):
             done = subprocess.run(
-                [sys.executable, __file__, "--case", f"{pair}:{mode}"],
+                [sys.executable, __file__, "--case", f"{pair}:{mode}", "--renderer", args.renderer],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     callback_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry.")
     max_request_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body.")
 
+    cpu_renderer: Literal["parts", "mesh"] = Field(
+        "parts",
+        description="marionet-cpu's renderer: rigid part layers, or the skinned triangle mesh (LBS).",
+    )
+
     # Models: upstream model name -> engine name
     model_v3_engine: str = "marionet-cpu"
     model_v2_6_engine: str = "marionet-cpu"

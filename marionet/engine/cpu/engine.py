@@ -28,6 +28,7 @@ PROMPT_WARNING = (
 POSE_SHARE = 0.5  # fraction of the progress bar spent on the pose pass when it is not cached
 MIN_PERSON_SHARE = 0.5
 BATCH = 16
+RENDERERS = ("mesh", "parts")  # skinned triangle mesh; or rigid part layers with joint caps (the older one)
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,12 @@ class Quality:
     interpolation: int
     crf: int
     preset: str
+    mesh_cells: float  # mesh grid cells per body size (pelvis to neck): finer in pro
 
 
 QUALITY = {
-    "std": Quality(short_side=720, interpolation=cv2.INTER_LINEAR, crf=20, preset="superfast"),
-    "pro": Quality(short_side=1080, interpolation=cv2.INTER_CUBIC, crf=18, preset="faster"),
+    "std": Quality(short_side=720, interpolation=cv2.INTER_LINEAR, crf=20, preset="superfast", mesh_cells=10),
+    "pro": Quality(short_side=1080, interpolation=cv2.INTER_CUBIC, crf=18, preset="faster", mesh_cells=16),
 }
 
 
@@ -57,7 +59,14 @@ class CpuEngine:
 
     name = "marionet-cpu"
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, renderer: str | None = None) -> None:
+        if renderer is None:
+            from marionet.config import get_settings
+
+            renderer = get_settings().cpu_renderer
+        if renderer not in RENDERERS:
+            raise ValueError(f"unknown renderer {renderer!r}: one of {RENDERERS}")
+        self.renderer = renderer
         if cache_dir is None:
             from marionet.config import get_settings
 
@@ -86,9 +95,10 @@ class CpuEngine:
             )
 
         canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
-        rig = build_character(image, image_pose, canvas)
+        use_mesh = self.renderer == "mesh"
+        rig = build_character(image, image_pose, canvas, quality.mesh_cells if use_mesh else None)
         motion = retarget(track, rig, request.character_orientation)
-        settings = RenderSettings(interpolation=quality.interpolation)
+        settings = RenderSettings(interpolation=quality.interpolation, mesh=use_mesh)
         total = info.output_frame_count
         audio = request.video_path if request.keep_original_sound else None
         progress(pose_share, "rendering")

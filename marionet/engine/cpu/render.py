@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from marionet.engine.cpu import mesh as mesh_stage
 from marionet.engine.cpu.retarget import Motion
-from marionet.engine.cpu.rig import CharacterRig, J, PartLayer
+from marionet.engine.cpu.rig import CharacterRig, J, PartLayer, PartSpec
 
 TORSO_FIT = (J["neck"], J["l_shoulder"], J["r_shoulder"], J["pelvis"], J["l_hip"], J["r_hip"])
 
@@ -20,10 +21,18 @@ TORSO_FIT = (J["neck"], J["l_shoulder"], J["r_shoulder"], J["pelvis"], J["l_hip"
 @dataclass(frozen=True)
 class RenderSettings:
     interpolation: int = cv2.INTER_LINEAR
+    mesh: bool = True  # draw the skinned mesh when the rig has one; False: the rigid part layers
 
 
 def part_transforms(rig: CharacterRig, motion: Motion, frame: int) -> list[np.ndarray]:
     """2x3 affine per part layer: rest-pose canvas pixels -> this frame's canvas pixels."""
+    return spec_transforms(rig, motion, frame, [(layer.spec, layer.axis) for layer in rig.parts])
+
+
+def spec_transforms(
+    rig: CharacterRig, motion: Motion, frame: int, parts: list[tuple[PartSpec, np.ndarray]]
+) -> list[np.ndarray]:
+    """2x3 affine per (part, rest bone direction): rest-pose canvas pixels -> this frame's canvas pixels."""
     posed = motion.joints[frame]
     scale = float(motion.scale[frame])
     flip = np.eye(3)
@@ -31,8 +40,7 @@ def part_transforms(rig: CharacterRig, motion: Motion, frame: int) -> list[np.nd
         flip = np.array([[-1.0, 0.0, 2 * motion.axis_x], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     rest = rig.joints @ flip[:2, :2].T + flip[:2, 2]
     out = []
-    for layer in rig.parts:
-        spec = layer.spec
+    for spec, rest_axis in parts:
         if spec.kind == "torso":
             linear, shift = _fit_affine(rest[list(TORSO_FIT)], posed[list(TORSO_FIT)])
         elif spec.kind == "head":
@@ -40,7 +48,7 @@ def part_transforms(rig: CharacterRig, motion: Motion, frame: int) -> list[np.nd
                 rest[spec.start], rest[spec.end], posed[spec.start], posed[spec.end], scale
             )
         else:
-            axis = layer.axis * (-1.0 if motion.mirrored[frame] else 1.0, 1.0)
+            axis = rest_axis * (-1.0 if motion.mirrored[frame] else 1.0, 1.0)
             length = float(np.linalg.norm(rig.joints[spec.end] - rig.joints[spec.start]))
             start = rest[spec.start]
             linear, shift = _bone_map(start, start + axis * length, posed[spec.start], posed[spec.end], scale)
@@ -94,9 +102,29 @@ def draw_order(rig: CharacterRig, motion: Motion, frame: int) -> list[int]:
     return sorted(range(len(rig.parts)), key=key)
 
 
+def _group_depth(group: str, motion: Motion, frame: int) -> tuple[int, int]:
+    """Back-to-front key of a mesh layer: legs (far one first), arms behind, body, arms in front."""
+    if group == "body":
+        return (2, 0)
+    side = 0 if group.startswith("l_") else 1
+    if group.endswith("leg"):
+        return (0, int(bool(motion.left_leg_in_front[frame]) == (side == 0)))
+    return (4 if motion.arm_in_front[frame][side] else 1, side)
+
+
 def render_frame(rig: CharacterRig, motion: Motion, frame: int, settings: RenderSettings) -> np.ndarray:
     """One output frame (H, W, 3) uint8."""
     canvas = rig.background.copy()
+    if settings.mesh and rig.mesh is not None:
+        mesh = rig.mesh
+        transforms = np.array(
+            spec_transforms(rig, motion, frame, list(zip(mesh.specs, mesh.axes, strict=True)))
+        )
+        for layer in sorted(
+            mesh.layers, key=lambda layer: (*_group_depth(layer.group, motion, frame), layer.distal)
+        ):
+            mesh_stage.draw_layer(canvas, layer, transforms, settings.interpolation)
+        return canvas
     height, width = canvas.shape[:2]
     transforms = part_transforms(rig, motion, frame)
     for i in draw_order(rig, motion, frame):

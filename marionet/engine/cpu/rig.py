@@ -8,11 +8,15 @@ its parent joint so bending never opens a gap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from marionet.engine.cpu import pose as bp
+
+if TYPE_CHECKING:
+    from marionet.engine.cpu.mesh import CharacterMesh
 
 # Joints of the rig, in the order of JOINT_NAMES.
 JOINT_NAMES = (
@@ -103,6 +107,7 @@ class CharacterRig:
     facing: int  # +1 facing the camera (left shoulder on screen right), -1 turned away
     size: float  # body size in canvas pixels (pelvis-neck distance)
     cut_at_bottom: bool  # the image crops the person at its bottom edge (a half-body portrait)
+    mesh: CharacterMesh | None = None  # the skinned triangle mesh, when the mesh renderer is used
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -110,8 +115,11 @@ class CharacterRig:
         return width, height
 
 
-def build_character(image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tuple[int, int]) -> CharacterRig:
-    """Cut the person out of the image, fill the background and split the person into skinned part layers."""
+def build_character(
+    image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tuple[int, int], mesh_cells: float | None = None
+) -> CharacterRig:
+    """Cut the person out of the image, fill the background, split the person into parts and, with
+    `mesh_cells` (grid cells per body size), build the skinned triangle mesh."""
     width, height = canvas
     sx, sy = width / image_rgb.shape[1], height / image_rgb.shape[0]
     interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_CUBIC
@@ -127,8 +135,15 @@ def build_character(image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tup
     lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     size = max(float(lengths[0]), 1.0)
     background = fill_background(rgb, alpha, soft)
-    parts = split_parts(rgb, alpha, joints, visibility, size)
+    specs, labels = label_parts(alpha, joints, visibility, size)
+    parts = split_parts(rgb, alpha, joints, specs, labels)
     facing = 1 if joints[J["l_shoulder"], 0] >= joints[J["r_shoulder"], 0] else -1
+    mesh = None
+    if mesh_cells:
+        from marionet.engine.cpu.mesh import build_mesh
+
+        cell = max(4.0, size / mesh_cells)
+        mesh = build_mesh(rgb, alpha, joints, specs, labels, size, cell)
     return CharacterRig(
         background=background,
         joints=joints,
@@ -138,6 +153,7 @@ def build_character(image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tup
         facing=facing,
         size=size,
         cut_at_bottom=bool(alpha[-2:].max() > 0.5),
+        mesh=mesh,
     )
 
 
@@ -204,13 +220,15 @@ def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     return np.linalg.norm(points - closest, axis=1)
 
 
-def split_parts(
-    rgb: np.ndarray, alpha: np.ndarray, joints: np.ndarray, visibility: np.ndarray, size: float
-) -> list[PartLayer]:
-    """Label each person pixel with its nearest bone, then cut one premultiplied layer per part."""
-    height, width = alpha.shape
-    ys, xs = np.nonzero(alpha > 0.02)
-    points = np.stack([xs, ys], axis=1).astype(np.float64)
+def visible_parts(visibility: np.ndarray) -> list[PartSpec]:
+    """The parts the image shows: torso and head always, a limb when both its joints are seen."""
+    return [
+        s for s in PARTS if s.kind in ("torso", "head") or min(visibility[s.start], visibility[s.end]) > 0.3
+    ]
+
+
+def part_costs(points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float) -> np.ndarray:
+    """(parts, points) cost of giving each point to each part: distance to the part's bone minus its thickness."""
     shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
     torso_radius = 0.4 * max(shoulder_width, 0.5 * size)
     # Generous head: hair belongs to the head even where a hand touched it in the image.
@@ -219,10 +237,7 @@ def split_parts(
     )
     hip_width = float(np.linalg.norm(joints[J["l_hip"]] - joints[J["r_hip"]]))
     limb_core = {"arm": 0.12 * max(shoulder_width, 0.5 * size), "leg": 0.3 * max(hip_width, 0.3 * size)}
-    limb_reach = {"arm": 0.45 * max(shoulder_width, 0.5 * size), "leg": 0.7 * max(hip_width, 0.3 * size)}
-    specs = [
-        s for s in PARTS if s.kind in ("torso", "head") or min(visibility[s.start], visibility[s.end]) > 0.3
-    ]
+    limb_reach = limb_reaches(joints, size)
     cost = np.empty((len(specs), len(points)))
     for i, spec in enumerate(specs):
         if spec.kind == "torso":
@@ -235,6 +250,25 @@ def split_parts(
             distance = _segment_distance(points, joints[spec.start], joints[spec.reach])
             reach = limb_reach[spec.kind]
             cost[i] = np.where(distance <= reach, distance - limb_core[spec.kind], distance + 4 * size)
+    return cost
+
+
+def limb_reaches(joints: np.ndarray, size: float) -> dict[str, float]:
+    """How far from its bone a limb may claim pixels, by kind (canvas pixels)."""
+    shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
+    hip_width = float(np.linalg.norm(joints[J["l_hip"]] - joints[J["r_hip"]]))
+    return {"arm": 0.45 * max(shoulder_width, 0.5 * size), "leg": 0.7 * max(hip_width, 0.3 * size)}
+
+
+def label_parts(
+    alpha: np.ndarray, joints: np.ndarray, visibility: np.ndarray, size: float
+) -> tuple[list[PartSpec], np.ndarray]:
+    """Each person pixel's part (index into the returned specs; -1 off the person)."""
+    height, width = alpha.shape
+    ys, xs = np.nonzero(alpha > 0.02)
+    points = np.stack([xs, ys], axis=1).astype(np.float64)
+    specs = visible_parts(visibility)
+    cost = part_costs(points, specs, joints, size)
     label = np.argmin(cost, axis=0)
     # A piece far from the part it fell to (a claw past the hand's reach) goes to its plainly nearest part.
     stray = cost[label, np.arange(len(points))] > 0.5 * size
@@ -244,7 +278,14 @@ def split_parts(
         label[stray] = np.argmin(plain, axis=0)
     labels = np.full((height, width), -1, np.int32)
     labels[ys, xs] = label
+    return specs, labels
 
+
+def split_parts(
+    rgb: np.ndarray, alpha: np.ndarray, joints: np.ndarray, specs: list[PartSpec], labels: np.ndarray
+) -> list[PartLayer]:
+    """Cut one premultiplied layer per labelled part, with a cap over its proximal joint."""
+    height, width = alpha.shape
     premult = (
         np.dstack([rgb.astype(np.float32) * alpha[..., None], alpha * 255]).clip(0, 255).astype(np.uint8)
     )

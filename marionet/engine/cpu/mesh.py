@@ -1,0 +1,297 @@
+"""The character as a triangle mesh with per-bone skinning weights (linear blend skinning), drawn by a backward warp.
+
+The mesh is a regular triangulated grid over the silhouette. Weights start as each vertex's body part and are
+smoothed across joints only (heat-diffusion-like), so an elbow bends smoothly while an arm resting against the
+body never drags the torso. The head keeps rigid weights: the face stays the character's own pixels.
+Each part is its own sub-mesh with its own pixels; sub-meshes share their weights across a joint, so they meet
+without a seam there, and are drawn back to front by depth group (a leg, an arm, the body).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from marionet.engine.cpu.rig import J, PartSpec, part_costs
+
+# Each part's parent in the skeleton; a part blends with its parent around the part's proximal joint.
+PARENT = {
+    "head": "torso",
+    "l_upper_arm": "torso",
+    "r_upper_arm": "torso",
+    "l_forearm": "l_upper_arm",
+    "r_forearm": "r_upper_arm",
+    "l_thigh": "torso",
+    "r_thigh": "torso",
+    "l_shin": "l_thigh",
+    "r_shin": "r_thigh",
+}
+SUBPIXEL = 4  # fillConvexPoly fixed-point bits: vertices keep 1/16 px precision
+BLEND = 0.1  # skinning blend band each side of a joint, in body sizes
+LINK = 0.6  # weights diffuse between parts only this many limb thicknesses from their joint
+OUTSIDE = -1e5  # source coordinate of pixels no triangle covers
+
+
+@dataclass
+class MeshLayer:
+    """One part's sub-mesh (rest vertices, skinning weights, triangles) and its premultiplied pixels."""
+
+    group: str  # depth group: "body", or a limb like "l_arm" / "r_leg"
+    part: int  # the part (index into CharacterMesh.specs) whose pixels these are
+    distal: bool  # drawn over the rest of its group (forearm, shin, head)
+    rest: np.ndarray  # (vertices, 2) float64 rest positions, canvas pixels
+    weights: np.ndarray  # (vertices, parts) float64, rows sum to 1
+    triangles: np.ndarray  # (triangles, 3) int32 vertex indices, in draw order within the layer
+    rgba: np.ndarray  # premultiplied RGBA crop (uint8) of this layer's pixels at `origin`
+    origin: tuple[int, int]
+
+
+@dataclass
+class CharacterMesh:
+    specs: list[PartSpec]  # the parts the weights refer to (columns of MeshLayer.weights)
+    axes: np.ndarray  # (parts, 2) unit rest direction of each part's bone
+    layers: list[MeshLayer]
+    cell: float  # grid spacing, canvas pixels
+
+
+def group_of(spec: PartSpec) -> str:
+    """The depth layer a part is drawn in: the body (torso and head) or its limb (both segments together)."""
+    if spec.kind in ("torso", "head"):
+        return "body"
+    return f"{spec.name[0]}_{spec.kind}"
+
+
+def build_mesh(
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    joints: np.ndarray,
+    specs: list[PartSpec],
+    labels: np.ndarray,
+    size: float,
+    cell: float,
+) -> CharacterMesh:
+    """Grid mesh over the silhouette, skinning weights smoothed across joints, one sub-mesh per depth layer."""
+    height, width = alpha.shape
+    person = (alpha > 0.02).astype(np.uint8)
+    labels = _with_caps(labels, person, joints, specs)
+    margin = int(np.ceil(1.5 * cell))
+    ys, xs = np.nonzero(person)
+    x0, y0 = xs.min() - margin, ys.min() - margin
+    nx = int(np.ceil((xs.max() + margin - x0) / cell)) + 1
+    ny = int(np.ceil((ys.max() + margin - y0) / cell)) + 1
+    gx, gy = np.meshgrid(x0 + cell * np.arange(nx), y0 + cell * np.arange(ny))
+    nodes = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    node_labels = _node_labels(nodes, labels, specs, joints, size)
+    thickness = np.array(
+        [
+            (labels == i).sum() / max(float(np.linalg.norm(joints[sp.reach] - joints[sp.start])), 1.0)
+            for i, sp in enumerate(specs)
+        ]
+    )
+    weights = _skinning_weights(nodes, node_labels.reshape(ny, nx), specs, joints, thickness, size, cell)
+    weights = weights.reshape(-1, len(specs))
+
+    # Two triangles per grid cell, split along alternating diagonals so the mesh has no preferred direction.
+    cells = np.arange((ny - 1) * nx).reshape(ny - 1, nx)[:, :-1]
+    a, b, c, d = cells, cells + 1, cells + nx, cells + nx + 1
+    flip = ((np.arange(ny - 1)[:, None] + np.arange(nx - 1)[None, :]) % 2).astype(bool)
+    tri1 = np.where(flip[..., None], np.stack([a, b, d], -1), np.stack([a, b, c], -1)).reshape(-1, 3)
+    tri2 = np.where(flip[..., None], np.stack([a, d, c], -1), np.stack([b, d, c], -1)).reshape(-1, 3)
+    triangles = np.concatenate([tri1, tri2]).astype(np.int32)
+    centroids = nodes[triangles].mean(axis=1)
+
+    premult = np.dstack([rgb.astype(np.float32) * alpha[..., None], alpha * 255]).clip(0, 255)
+    # Every triangle within 3 px of the pixels: the half-resolution maps lose the mesh's outermost 2 px.
+    reach = int(np.ceil(0.8 * cell)) + 3
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+    layers = []
+    cx = np.clip(np.round(centroids[:, 0]).astype(int), 0, width - 1)
+    cy = np.clip(np.round(centroids[:, 1]).astype(int), 0, height - 1)
+    for part, spec in enumerate(specs):
+        own = (labels == part).astype(np.uint8)
+        if own.sum() < 16:
+            continue
+        # Parts overlap by two pixels so resampled seams never let the background show through.
+        pixels = cv2.dilate(own, np.ones((5, 5), np.uint8)) & person
+        near = cv2.dilate(pixels, grow)
+        chosen = np.nonzero(near[cy, cx] > 0)[0]
+        used, local = np.unique(triangles[chosen], return_inverse=True)
+        rx, ry, rw, rh = cv2.boundingRect(pixels)
+        pad = 2
+        ox, oy = max(0, rx - pad), max(0, ry - pad)
+        ex, ey = min(width, rx + rw + pad), min(height, ry + rh + pad)
+        soft = cv2.GaussianBlur(pixels[oy:ey, ox:ex].astype(np.float32), (3, 3), 0.7)
+        crop = (premult[oy:ey, ox:ex] * soft[..., None]).astype(np.uint8)
+        layers.append(
+            MeshLayer(
+                group=group_of(spec),
+                part=part,
+                distal=_is_distal(spec),
+                rest=nodes[used].astype(np.float64),
+                weights=_confine(weights, node_labels, nodes, used, part),
+                triangles=local.reshape(-1, 3).astype(np.int32),
+                rgba=np.ascontiguousarray(crop),
+                origin=(ox, oy),
+            )
+        )
+    axes = np.array([_unit(joints[s.end] - joints[s.start]) for s in specs])
+    return CharacterMesh(specs=specs, axes=axes, layers=layers, cell=cell)
+
+
+def _with_caps(
+    labels: np.ndarray, person: np.ndarray, joints: np.ndarray, specs: list[PartSpec]
+) -> np.ndarray:
+    """Labels where each limb segment also owns its parent's pixels around its root joint: the shoulder's
+    roundness and the sleeve go with the arm (the pose detector reads limbs by them)."""
+    out = labels.copy()
+    index = {s.name: i for i, s in enumerate(specs)}
+    for part, spec in enumerate(specs):
+        parent = index.get(PARENT.get(spec.name, ""))
+        if spec.kind in ("arm", "leg") and parent is not None:
+            own = int((labels == part).sum())
+            length = max(float(np.linalg.norm(joints[spec.reach] - joints[spec.start])), 1.0)
+            radius = int(round(0.55 * max(3.0, own / length)))
+            disc = np.zeros_like(person)
+            cv2.circle(disc, tuple(int(round(v)) for v in joints[spec.start]), radius, 1, -1)
+            out[(disc > 0) & (person > 0) & (labels == parent)] = part
+    return out
+
+
+def _is_distal(spec: PartSpec) -> bool:
+    return spec.kind == "head" or spec.name.endswith(("forearm", "shin"))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-6)
+
+
+def _node_labels(
+    nodes: np.ndarray, labels: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float
+) -> np.ndarray:
+    """Each grid node's part: the pixel's label on the person, the geometrically nearest part off it."""
+    height, width = labels.shape
+    xi = np.clip(np.round(nodes[:, 0]).astype(int), 0, width - 1)
+    yi = np.clip(np.round(nodes[:, 1]).astype(int), 0, height - 1)
+    out = labels[yi, xi].copy()
+    off = out < 0
+    if off.any():
+        out[off] = np.argmin(part_costs(nodes[off], specs, joints, size), axis=0)
+    return out
+
+
+def _skinning_weights(
+    nodes: np.ndarray,
+    grid_labels: np.ndarray,
+    specs: list[PartSpec],
+    joints: np.ndarray,
+    thickness: np.ndarray,
+    size: float,
+    cell: float,
+) -> np.ndarray:
+    """(ny, nx, parts) weights: one-hot parts diffused across the grid, but only over edges near a shared joint."""
+    ny, nx = grid_labels.shape
+    parts = len(specs)
+    index = {s.name: i for i, s in enumerate(specs)}
+    shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
+    head_radius = max(
+        0.8 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.35 * shoulder_width
+    )
+    # links[a, b]: the joint (x, y, radius) where parts a and b meet, radius 0 when they do not.
+    links = np.zeros((parts, parts, 3))
+    for i, s in enumerate(specs):
+        parent = PARENT.get(s.name)
+        if parent in index:
+            # Blend only within the joint's own roundness: further out, the sides of a bent elbow are apart.
+            radius = head_radius if s.kind == "head" else max(cell, LINK * thickness[i])
+            links[i, index[parent]] = links[index[parent], i] = (*joints[s.start], radius)
+    xy = nodes.reshape(ny, nx, 2)
+
+    def passable(la: np.ndarray, lb: np.ndarray, mid: np.ndarray) -> np.ndarray:
+        link = links[la, lb]
+        near = np.linalg.norm(mid - link[..., :2], axis=-1) < link[..., 2]
+        return ((la == lb) | near).astype(np.float64)
+
+    right = passable(grid_labels[:, :-1], grid_labels[:, 1:], (xy[:, :-1] + xy[:, 1:]) / 2)[..., None]
+    down = passable(grid_labels[:-1], grid_labels[1:], (xy[:-1] + xy[1:]) / 2)[..., None]
+    onehot = np.eye(parts)[grid_labels]
+    rigid = np.zeros((ny, nx, 1), bool)
+    if "head" in index:
+        rigid[..., 0] = grid_labels == index["head"]
+    weights = onehot.copy()
+    # The blend band grows like the square root of the step count: about BLEND body sizes each side.
+    steps = int(np.clip((BLEND * size / cell) ** 2, 1, 40)) if BLEND > 0 else 0
+    for _ in range(steps):
+        total = weights.copy()
+        count = np.ones((ny, nx, 1))
+        total[:, :-1] += right * weights[:, 1:]
+        total[:, 1:] += right * weights[:, :-1]
+        total[:-1] += down * weights[1:]
+        total[1:] += down * weights[:-1]
+        count[:, :-1] += right
+        count[:, 1:] += right
+        count[:-1] += down
+        count[1:] += down
+        weights = np.where(rigid, onehot, total / count)
+    return weights
+
+
+def _confine(
+    weights: np.ndarray, node_labels: np.ndarray, nodes: np.ndarray, used: np.ndarray, part: int
+) -> np.ndarray:
+    """A part's weights: its nodes (and those reached from it across a joint) keep theirs; any other node takes
+    its nearest such node's, so an arm's edge follows the arm, not the body it rested on."""
+    out = weights[used].copy()
+    reached = (node_labels == part) | (weights[:, part] > 0.05)
+    own_nodes = np.nonzero(reached)[0]
+    foreign = ~reached[used]
+    if foreign.any() and own_nodes.size:
+        diff = nodes[used[foreign]][:, None, :] - nodes[own_nodes][None, :, :]
+        nearest = own_nodes[np.argmin((diff**2).sum(axis=2), axis=1)]
+        out[foreign] = weights[nearest]
+    return out
+
+
+def draw_layer(canvas: np.ndarray, layer: MeshLayer, transforms: np.ndarray, interpolation: int) -> None:
+    """Deform `layer` by linear blend skinning and composite it over `canvas` (premultiplied "over")."""
+    height, width = canvas.shape[:2]
+    # (vertices, 2): sum over parts of weight * (A_part @ [x, y, 1]).
+    homogeneous = np.hstack([layer.rest, np.ones((len(layer.rest), 1))])
+    per_part = np.einsum("pij,vj->vpi", transforms, homogeneous)
+    posed = np.einsum("vp,vpi->vi", layer.weights, per_part)
+    x0, y0 = np.floor(posed.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(posed.max(axis=0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    dst = posed[layer.triangles]  # (triangles, 3, 2)
+    src = layer.rest[layer.triangles] - np.array(layer.origin, float)
+    e1, e2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
+    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    keep = np.nonzero(np.abs(area) > 1e-3)[0]
+    if keep.size == 0:
+        return
+    # Per triangle the affine map from output pixels back to the layer's pixels.
+    d = np.concatenate([dst[keep], np.ones((keep.size, 3, 1))], axis=2)  # (k, 3, 3) rows [x, y, 1]
+    coef = np.linalg.solve(d, src[keep])  # (k, 3, 2): [x, y, 1] @ coef = source (x, y)
+    # The maps are made at half resolution and scaled up: piecewise-affine maps are continuous inside a
+    # layer, and outside it the far-off sentinel keeps any blend with it far off too (transparent).
+    half_w, half_h = (x1 - x0 + 1) // 2, (y1 - y0 + 1) // 2
+    ids = np.zeros((half_h, half_w), np.int32)
+    corners = np.round((dst[keep] - (x0 + 0.5, y0 + 0.5)) * (0.5 * (1 << SUBPIXEL))).astype(np.int32)
+    for number, corner in enumerate(corners, start=1):
+        cv2.fillConvexPoly(ids, corner, number, lineType=cv2.LINE_8, shift=SUBPIXEL)
+    xs = (x0 + 0.5 + 2.0 * np.arange(half_w)).astype(np.float32)[None, :]
+    ys = (y0 + 0.5 + 2.0 * np.arange(half_h)).astype(np.float32)[:, None]
+    maps = []
+    for axis in range(2):
+        column = np.concatenate([[[0.0, 0.0, OUTSIDE]], coef[:, :, axis]]).astype(np.float32)
+        a, b, c = (np.take(column[:, k], ids) for k in range(3))
+        maps.append(cv2.resize(a * xs + b * ys + c, (2 * half_w, 2 * half_h))[: y1 - y0, : x1 - x0])
+    map_x, map_y = maps
+    warped = cv2.remap(layer.rgba, map_x, map_y, interpolation, borderMode=cv2.BORDER_CONSTANT)
+    inverse = cv2.cvtColor(255 - warped[..., 3], cv2.COLOR_GRAY2RGB)
+    roi = canvas[y0:y1, x0:x1]
+    behind = cv2.multiply(roi, inverse, scale=1.0 / 255.0)
+    cv2.add(behind, cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), dst=roi)

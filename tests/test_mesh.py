@@ -1,0 +1,78 @@
+"""The skinned-mesh renderer on the dance character: weights, a rigid head, the rest pose and a bent arm."""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+from conftest import DATA
+
+from marionet.engine.cpu import pose
+from marionet.engine.cpu.engine import QUALITY, canvas_size
+from marionet.engine.cpu.render import RenderSettings, render_frame
+from marionet.engine.cpu.retarget import Motion
+from marionet.engine.cpu.rig import CharacterRig, J, build_character
+
+
+@functools.cache
+def character() -> tuple[np.ndarray, CharacterRig]:
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    image_pose = pose.detect_image_pose(rgb)
+    assert image_pose is not None
+    canvas = canvas_size(rgb.shape[1], rgb.shape[0], 720)
+    rig = build_character(rgb, image_pose, canvas, QUALITY["std"].mesh_cells)
+    return cv2.resize(rgb, canvas, interpolation=cv2.INTER_AREA), rig
+
+
+def still(rig: CharacterRig, joints: np.ndarray) -> Motion:
+    return Motion(
+        joints=joints[None].copy(),
+        arm_in_front=np.ones((1, 2), bool),
+        left_leg_in_front=np.zeros(1, bool),
+        scale=np.ones(1),
+        mirrored=np.zeros(1, bool),
+        axis_x=float(rig.joints[J["pelvis"], 0]),
+    )
+
+
+def test_mesh_weights_are_convex_and_the_head_is_rigid():
+    _, rig = character()
+    mesh = rig.mesh
+    assert mesh is not None and 5 <= len(mesh.layers) <= len(mesh.specs)
+    head = next(i for i, s in enumerate(mesh.specs) if s.kind == "head")
+    for layer in mesh.layers:
+        assert np.allclose(layer.weights.sum(axis=1), 1.0)
+        assert layer.weights.min() >= 0.0
+        assert len(layer.triangles) > 20
+        if layer.part == head:
+            # Every vertex of the face's own pixels follows the head alone: the face is never warped.
+            inner = layer.weights[:, head] > 0.5
+            assert np.allclose(layer.weights[inner, head], 1.0)
+    triangles = sum(len(layer.triangles) for layer in mesh.layers)
+    assert 1000 <= triangles <= 6000  # std: a coarse mesh, about 1-2k triangles per depth group
+
+
+def test_rest_pose_reproduces_the_character_like_the_part_layers():
+    image, rig = character()
+    motion = still(rig, rig.joints)
+    mesh = render_frame(rig, motion, 0, RenderSettings(mesh=True)).astype(np.int16)
+    parts = render_frame(rig, motion, 0, RenderSettings(mesh=False)).astype(np.int16)
+    person = cv2.resize(pose.detect_image_pose(image).mask, image.shape[1::-1]) > 0.5
+    assert np.abs(mesh - image)[person].mean() < 6.0
+    assert np.abs(mesh - image)[person].mean() <= np.abs(parts - image)[person].mean() + 1.0
+
+
+def test_a_bent_elbow_keeps_the_arm_whole():
+    image, rig = character()
+    joints = rig.joints.copy()
+    elbow, wrist, hand = J["l_elbow"], J["l_wrist"], J["l_hand"]
+    angle = 0.8
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    joints[[wrist, hand]] = (joints[[wrist, hand]] - joints[elbow]) @ rotation.T + joints[elbow]
+    frame = render_frame(rig, still(rig, joints), 0, RenderSettings(mesh=True))
+    # Along the bent forearm the character's pixels are drawn all the way to the wrist: no hole, no tear.
+    background = rig.background.astype(np.int16)
+    for t in np.linspace(0.1, 0.9, 9):
+        x, y = np.round(joints[elbow] + t * (joints[wrist] - joints[elbow])).astype(int)
+        assert np.abs(frame[y, x].astype(np.int16) - background[y, x]).sum() > 30
