@@ -227,3 +227,13 @@ def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():
     assert error[5:].max() < 2.5  # at the ends the zero-lag filter settles within a few pixels
     assert np.allclose(track.keypoints[:5, pose.NOSE, 0], expected[5], atol=2.0)  # held, not zeros
     assert np.allclose(track.keypoints[:, pose.NOSE, 1], 300.0, atol=1e-3)
+
+
+def test_load_engine_follows_the_given_settings_not_the_environment(tmp_path, monkeypatch):
+    from marionet.config import Settings
+
+    monkeypatch.setenv("MARIONET_CPU_RENDERER", "parts")
+    settings = Settings(data_dir=tmp_path / "data", storage_dir=tmp_path / "shared", cpu_renderer="mesh")
+    engine = load_engine("marionet-cpu", settings)
+    assert engine.renderer == "mesh"
+    assert engine.cache_dir == (tmp_path / "shared").resolve() / "cache" / "poses"

@@ -16,13 +16,17 @@ def engine_names() -> list[str]:
 def load_engine(name: str, settings: Settings | None = None) -> Engine:
     """Construct the engine called `name`; imports are lazy so the API starts without loading models.
 
-    With `settings`, the engine's caches live under that server's storage dir (shared by a cluster's workers).
+    With `settings`, the engine follows that server's configuration (not the environment's): its caches live
+    under the storage dir shared by a cluster's workers, and its renderer is the configured one.
     """
     if name == CPU_ENGINE:
         from marionet.engine.cpu import CpuEngine
 
-        cache_dir = settings.resolved_storage_dir() / "cache" / "poses" if settings is not None else None
-        return CpuEngine(cache_dir=cache_dir)
+        if settings is None:
+            return CpuEngine()
+        return CpuEngine(
+            cache_dir=settings.resolved_storage_dir() / "cache" / "poses", renderer=settings.cpu_renderer
+        )
     raise KeyError(name)
 
 

@@ -60,17 +60,16 @@ class CpuEngine:
     name = "marionet-cpu"
 
     def __init__(self, cache_dir: Path | None = None, renderer: str | None = None) -> None:
-        if renderer is None:
+        if renderer is None or cache_dir is None:
+            # Standalone use (tests, scripts): the environment's settings; servers pass both explicitly.
             from marionet.config import get_settings
 
-            renderer = get_settings().cpu_renderer
+            settings = get_settings()
+            renderer = renderer or settings.cpu_renderer
+            cache_dir = cache_dir or settings.data_dir / "cache" / "poses"
         if renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}: one of {RENDERERS}")
         self.renderer = renderer
-        if cache_dir is None:
-            from marionet.config import get_settings
-
-            cache_dir = get_settings().data_dir / "cache" / "poses"
         self.cache_dir = Path(cache_dir)
 
     def animate(self, request: AnimationRequest, progress: ProgressFn = no_progress) -> AnimationResult:
