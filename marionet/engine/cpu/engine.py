@@ -7,6 +7,7 @@ from the track without decoding the video again, so memory stays flat whatever t
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from marionet.engine.base import AnimationRequest, AnimationResult, ProgressFn, no_progress
 from marionet.engine.cpu import pose as pose_stage
-from marionet.engine.cpu.prefetch import prefetch
+from marionet.engine.cpu.prefetch import ordered_map
 from marionet.engine.cpu.render import RenderSettings, render_frame
 from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import build_character
@@ -28,6 +29,7 @@ PROMPT_WARNING = (
 POSE_SHARE = 0.5  # fraction of the progress bar spent on the pose pass when it is not cached
 MIN_PERSON_SHARE = 0.5
 BATCH = 16
+RENDER_THREADS = 2  # frames drawn side by side: the warps release the GIL
 RENDERERS = ("mesh", "parts")  # skinned triangle mesh; or rigid part layers with joint caps (the older one)
 
 
@@ -84,7 +86,15 @@ class CpuEngine:
                 param="image_url",
             )
         info = probe_video(request.video_path)
-        track, pose_share = self._pose_track(request.video_path, info, progress)
+        canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
+        use_mesh = self.renderer == "mesh"
+        # The character is cut out and rigged (cv2 work, GIL released) while the video's pose pass runs.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marionet-rig") as pool:
+            rig_job = pool.submit(
+                build_character, image, image_pose, canvas, quality.mesh_cells if use_mesh else None
+            )
+            track, pose_share = self._pose_track(request.video_path, info, progress)
+            rig = rig_job.result()
         if track.person_share < MIN_PERSON_SHARE:
             raise EngineError(
                 f"A person was found in only {track.person_share:.0%} of the video's frames: use a video of one "
@@ -93,9 +103,6 @@ class CpuEngine:
                 param="video_url",
             )
 
-        canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
-        use_mesh = self.renderer == "mesh"
-        rig = build_character(image, image_pose, canvas, quality.mesh_cells if use_mesh else None)
         motion = retarget(track, rig, request.character_orientation)
         settings = RenderSettings(interpolation=quality.interpolation, mesh=use_mesh)
         total = info.output_frame_count
@@ -111,9 +118,11 @@ class CpuEngine:
             audio_from=audio,
         ) as writer:
             last = track.frame_count - 1
-            frames = (render_frame(rig, motion, min(index, last), settings) for index in range(total))
-            # closing(): a cancel raised by progress() stops the renderer thread at once.
-            with contextlib.closing(prefetch(frames)) as rendered:
+            frames = ordered_map(
+                lambda index: render_frame(rig, motion, min(index, last), settings), range(total), RENDER_THREADS
+            )
+            # closing(): a cancel raised by progress() stops the renderer threads at once.
+            with contextlib.closing(frames) as rendered:
                 for index, frame in enumerate(rendered, start=1):
                     writer.write(frame)
                     if index % BATCH == 0 or index == total:
