@@ -27,7 +27,7 @@ PAIRS = {
 }
 
 
-def run_case(pair: str, mode: str, workdir: Path, renderer: str = "parts") -> dict:
+def run_case(pair: str, mode: str, workdir: Path, renderer: str = "mesh") -> dict:
     """One engine run (uncached, then cached) and a bare decode+encode of the same video, in this process."""
     import cv2
 
@@ -99,7 +99,7 @@ def make_long_clip(path: Path, seconds: float = 30.0) -> None:
                 writer.write(rgb)
 
 
-def run_long(workdir: Path, renderer: str = "parts") -> dict:
+def run_long(workdir: Path, renderer: str = "mesh") -> dict:
     """Peak memory of one std run on a 30 s 1080p driving clip (a fresh process, so RSS is this run's)."""
     from marionet.engine.base import AnimationRequest
     from marionet.engine.cpu import CpuEngine
@@ -129,7 +129,7 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--long", action="store_true", help="only the 30 s 1080p memory check")
     parser.add_argument(
-        "--renderer", default="parts", choices=("parts", "mesh"), help="marionet-cpu's renderer"
+        "--renderer", default="mesh", choices=("parts", "mesh"), help="marionet-cpu's renderer"
     )
     args = parser.parse_args()
     if args.long:

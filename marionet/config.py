@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body.")
 
     cpu_renderer: Literal["parts", "mesh"] = Field(
-        "parts",
-        description="marionet-cpu's renderer: rigid part layers, or the skinned triangle mesh (LBS).",
+        "mesh",
+        description="marionet-cpu's renderer: the skinned triangle mesh (LBS), or rigid part layers.",
     )
 
     # Models: upstream model name -> engine name
