@@ -23,9 +23,9 @@ from marionet.engine import load_engine
 from marionet.engine.base import AnimationRequest, AnimationResult
 from marionet.engine.cpu import CpuEngine, pose
 from marionet.engine.cpu.engine import PROMPT_WARNING
-from marionet.engine.cpu.prefetch import prefetch
+from marionet.engine.cpu.prefetch import ordered_map, prefetch
 from marionet.errors import EngineError, TaskCancelled
-from marionet.media.video import probe_video
+from marionet.media.video import VideoWriter, probe_video, read_frames
 
 # One folder for the session's engine outputs (test_quality reuses them), removed when pytest exits.
 WORK = Path(tempfile.mkdtemp(prefix="marionet-engine-tests-"))
@@ -206,6 +206,56 @@ def test_prefetch_keeps_order_raises_the_producers_error_and_stops_early():
     with contextlib.closing(prefetch(counted(), depth=2)) as items:
         assert next(items) == 0
     assert len(produced) < 10  # the thread stopped instead of producing all 1000
+
+
+def test_ordered_map_keeps_order_raises_the_error_and_stops_early():
+    import time
+
+    def slow_square(i):
+        time.sleep(0.002 * (i % 3))  # out-of-order finishes: the results must still come in order
+        return i * i
+
+    assert list(ordered_map(slow_square, range(50), workers=2, depth=4)) == [i * i for i in range(50)]
+
+    def broken(i):
+        if i == 5:
+            raise ValueError("bad frame")
+        return i
+
+    with pytest.raises(ValueError, match="bad frame"):
+        list(ordered_map(broken, range(20)))
+    started = []
+
+    def counted(i):
+        started.append(i)
+        return i
+
+    with contextlib.closing(ordered_map(counted, range(1000), workers=2, depth=3)) as items:
+        assert next(items) == 0
+    assert len(started) < 10  # closing stopped the submissions instead of drawing all 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("big_on_the_left", [True, False])
+def test_with_two_people_the_larger_one_is_followed(tmp_path, big_on_the_left):
+    """The hosted service follows the largest person; a smaller, mirrored dancer beside it must not pull the
+    track over, whichever side each stands on."""
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    clip = tmp_path / "two.mp4"
+    big_x, small_x = (60, 700) if big_on_the_left else (600, 100)
+    with VideoWriter(clip, width=960, height=540, fps=info.output_fps, preset="ultrafast") as writer:
+        for index, _, rgb in read_frames(source, info, max_side=960):
+            if index >= 72:
+                break
+            frame = np.full((540, 960, 3), 230, np.uint8)
+            frame[:, big_x : big_x + 304] = cv2.resize(rgb, (304, 540))
+            frame[270:, small_x : small_x + 152] = cv2.resize(rgb, (152, 270))[:, ::-1]
+            writer.write(np.ascontiguousarray(frame))
+    track = pose.extract_pose_track(clip, probe_video(clip), lambda done: None)
+    assert track.person_share > 0.9
+    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    assert np.all((hips_x > big_x) & (hips_x < big_x + 304))
 
 
 def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():
