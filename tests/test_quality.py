@@ -73,7 +73,8 @@ def test_dance_limbs_meet_the_issue_target():
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="issue #3 target not reached (13.2 deg): the elf's forearms, see benchmarks/RESULTS.md", strict=False
+    reason="issue #3 target not reached (13.2 deg): the elf's forearms, see benchmarks/RESULTS.md",
+    strict=False,
 )
 def test_halfbody_limbs_meet_the_issue_target():
     assert report("half").limb_error_deg <= TARGETS.limb_error_deg

@@ -119,7 +119,9 @@ class CpuEngine:
         ) as writer:
             last = track.frame_count - 1
             frames = ordered_map(
-                lambda index: render_frame(rig, motion, min(index, last), settings), range(total), RENDER_THREADS
+                lambda index: render_frame(rig, motion, min(index, last), settings),
+                range(total),
+                RENDER_THREADS,
             )
             # closing(): a cancel raised by progress() stops the renderer threads at once.
             with contextlib.closing(frames) as rendered:
