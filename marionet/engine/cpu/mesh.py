@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from marionet.engine.cpu.rig import J, PartSpec, part_costs
+from marionet.engine.cpu.rig import PartSpec, cap_radius, head_radius, part_costs, part_thickness
 
 # Each part's parent in the skeleton; a part blends with its parent around the part's proximal joint.
 PARENT = {
@@ -89,12 +89,7 @@ def build_mesh(
     gx, gy = np.meshgrid(x0 + cell * np.arange(nx), y0 + cell * np.arange(ny))
     nodes = np.stack([gx.ravel(), gy.ravel()], axis=1)
     node_labels = _node_labels(nodes, labels, specs, joints, size)
-    thickness = np.array(
-        [
-            (labels == i).sum() / max(float(np.linalg.norm(joints[sp.reach] - joints[sp.start])), 1.0)
-            for i, sp in enumerate(specs)
-        ]
-    )
+    thickness = np.array([part_thickness(labels, i, sp, joints) for i, sp in enumerate(specs)])
     weights = _skinning_weights(nodes, node_labels.reshape(ny, nx), specs, joints, thickness, size, cell)
     weights = weights.reshape(-1, len(specs))
 
@@ -155,11 +150,9 @@ def _with_caps(
     for part, spec in enumerate(specs):
         parent = index.get(PARENT.get(spec.name, ""))
         if spec.kind in ("arm", "leg") and parent is not None:
-            own = int((labels == part).sum())
-            length = max(float(np.linalg.norm(joints[spec.reach] - joints[spec.start])), 1.0)
-            radius = int(round(0.55 * max(3.0, own / length)))
             disc = np.zeros_like(person)
-            cv2.circle(disc, tuple(int(round(v)) for v in joints[spec.start]), radius, 1, -1)
+            centre = tuple(int(round(v)) for v in joints[spec.start])
+            cv2.circle(disc, centre, cap_radius(labels, part, spec, joints), 1, -1)
             out[(disc > 0) & (person > 0) & (labels == parent)] = part
     return out
 
@@ -199,17 +192,14 @@ def _skinning_weights(
     ny, nx = grid_labels.shape
     parts = len(specs)
     index = {s.name: i for i, s in enumerate(specs)}
-    shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
-    head_radius = max(
-        0.8 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.35 * shoulder_width
-    )
+    head = head_radius(joints)
     # links[a, b]: the joint (x, y, radius) where parts a and b meet, radius 0 when they do not.
     links = np.zeros((parts, parts, 3))
     for i, s in enumerate(specs):
         parent = PARENT.get(s.name)
         if parent in index and s.name not in RIGID_JOINS:
             # Blend only within the joint's own roundness: further out, the sides of a bent elbow are apart.
-            radius = head_radius if s.kind == "head" else max(cell, LINK * thickness[i])
+            radius = head if s.kind == "head" else max(cell, LINK * thickness[i])
             links[i, index[parent]] = links[index[parent], i] = (*joints[s.start], radius)
     xy = nodes.reshape(ny, nx, 2)
 
@@ -296,7 +286,11 @@ def draw_layer(canvas: np.ndarray, layer: MeshLayer, transforms: np.ndarray, int
         maps.append(cv2.resize(a * xs + b * ys + c, (2 * half_w, 2 * half_h))[: y1 - y0, : x1 - x0])
     map_x, map_y = maps
     warped = cv2.remap(layer.rgba, map_x, map_y, interpolation, borderMode=cv2.BORDER_CONSTANT)
-    inverse = cv2.cvtColor(255 - warped[..., 3], cv2.COLOR_GRAY2RGB)
-    roi = canvas[y0:y1, x0:x1]
+    over(canvas[y0:y1, x0:x1], warped)
+
+
+def over(roi: np.ndarray, rgba: np.ndarray) -> None:
+    """Premultiplied "over" in place, uint8 with cv2's saturating SIMD ops: roi = roi * (1 - alpha) + colour."""
+    inverse = cv2.cvtColor(255 - rgba[..., 3], cv2.COLOR_GRAY2RGB)
     behind = cv2.multiply(roi, inverse, scale=1.0 / 255.0)
-    cv2.add(behind, cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), dst=roi)
+    cv2.add(behind, cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), dst=roi)  # contiguous colour: SIMD add

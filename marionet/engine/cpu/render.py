@@ -151,8 +151,4 @@ def _composite(
     warped = cv2.warpAffine(
         layer.rgba, local, (x1 - x0, y1 - y0), flags=settings.interpolation, borderMode=cv2.BORDER_CONSTANT
     )
-    # Premultiplied "over" in uint8 with cv2's saturating SIMD ops: out = out * (1 - alpha) + colour.
-    inverse = cv2.cvtColor(255 - warped[..., 3], cv2.COLOR_GRAY2RGB)
-    roi = canvas[y0:y1, x0:x1]
-    behind = cv2.multiply(roi, inverse, scale=1.0 / 255.0)
-    cv2.add(behind, cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), dst=roi)  # contiguous colour: SIMD add
+    mesh_stage.over(canvas[y0:y1, x0:x1], warped)

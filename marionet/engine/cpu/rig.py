@@ -227,16 +227,38 @@ def visible_parts(visibility: np.ndarray) -> list[PartSpec]:
     ]
 
 
+def shoulder_width(joints: np.ndarray) -> float:
+    return float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
+
+
+def hip_width(joints: np.ndarray) -> float:
+    return float(np.linalg.norm(joints[J["l_hip"]] - joints[J["r_hip"]]))
+
+
+def head_radius(joints: np.ndarray) -> float:
+    """The head's reach around its joint: generous, so hair belongs to the head even where a hand touched it."""
+    return max(
+        0.8 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.35 * shoulder_width(joints)
+    )
+
+
+def part_thickness(labels: np.ndarray, index: int, spec: PartSpec, joints: np.ndarray) -> float:
+    """A part's mean width: its pixel count over the length of its segment (canvas pixels)."""
+    length = max(float(np.linalg.norm(joints[spec.reach] - joints[spec.start])), 1.0)
+    return float((labels == index).sum()) / length
+
+
+def cap_radius(labels: np.ndarray, index: int, spec: PartSpec, joints: np.ndarray) -> int:
+    """Radius of the disc around a limb's proximal joint that travels with the limb and covers the joint."""
+    return int(round(0.55 * max(3.0, part_thickness(labels, index, spec, joints))))
+
+
 def part_costs(points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float) -> np.ndarray:
     """(parts, points) cost of giving each point to each part: distance to the part's bone minus its thickness."""
-    shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
-    torso_radius = 0.4 * max(shoulder_width, 0.5 * size)
-    # Generous head: hair belongs to the head even where a hand touched it in the image.
-    head_radius = max(
-        0.8 * float(np.linalg.norm(joints[J["neck"]] - joints[J["head"]])), 0.35 * shoulder_width
-    )
-    hip_width = float(np.linalg.norm(joints[J["l_hip"]] - joints[J["r_hip"]]))
-    limb_core = {"arm": 0.12 * max(shoulder_width, 0.5 * size), "leg": 0.3 * max(hip_width, 0.3 * size)}
+    shoulders, hips_width = shoulder_width(joints), hip_width(joints)
+    torso_radius = 0.4 * max(shoulders, 0.5 * size)
+    head = head_radius(joints)
+    limb_core = {"arm": 0.12 * max(shoulders, 0.5 * size), "leg": 0.3 * max(hips_width, 0.3 * size)}
     limb_reach = limb_reaches(joints, size)
     cost = np.empty((len(specs), len(points)))
     for i, spec in enumerate(specs):
@@ -244,7 +266,7 @@ def part_costs(points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, si
             hips = (joints[J["l_hip"]] + joints[J["r_hip"]]) / 2
             cost[i] = _segment_distance(points, hips, joints[J["neck"]]) - torso_radius
         elif spec.kind == "head":
-            cost[i] = np.linalg.norm(points - joints[J["head"]], axis=1) - head_radius
+            cost[i] = np.linalg.norm(points - joints[J["head"]], axis=1) - head
         else:
             # A limb claims only pixels within its own thickness; skirts, capes and sleeves stay on the body.
             distance = _segment_distance(points, joints[spec.start], joints[spec.reach])
@@ -255,9 +277,10 @@ def part_costs(points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, si
 
 def limb_reaches(joints: np.ndarray, size: float) -> dict[str, float]:
     """How far from its bone a limb may claim pixels, by kind (canvas pixels)."""
-    shoulder_width = float(np.linalg.norm(joints[J["l_shoulder"]] - joints[J["r_shoulder"]]))
-    hip_width = float(np.linalg.norm(joints[J["l_hip"]] - joints[J["r_hip"]]))
-    return {"arm": 0.45 * max(shoulder_width, 0.5 * size), "leg": 0.7 * max(hip_width, 0.3 * size)}
+    return {
+        "arm": 0.45 * max(shoulder_width(joints), 0.5 * size),
+        "leg": 0.7 * max(hip_width(joints), 0.3 * size),
+    }
 
 
 def label_parts(
@@ -299,11 +322,8 @@ def split_parts(
         axis = bone / max(float(np.linalg.norm(bone)), 1e-6)
         if spec.kind in ("arm", "leg"):
             # A disc of the body around the proximal joint travels with the part: it covers the joint when bending.
-            thickness = max(
-                3.0, own.sum() / max(np.linalg.norm(joints[spec.reach] - joints[spec.start]), 1.0)
-            )
             centre = tuple(int(round(v)) for v in joints[spec.start])
-            cv2.circle(region, centre, int(round(0.55 * thickness)), 1, -1)
+            cv2.circle(region, centre, cap_radius(labels, i, spec, joints), 1, -1)
             region &= (alpha > 0.02).astype(np.uint8)
         # Parts overlap by two pixels so resampled seams never let the background show through.
         region = cv2.dilate(region, np.ones((5, 5), np.uint8))
