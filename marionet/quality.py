@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marionet.engine.cpu.pose import landmarks_array, pose_solution
 from marionet.media.video import probe_video, read_frames
 
 # Upper arms, forearms, thighs, shins (BlazePose indices).
@@ -69,12 +70,6 @@ class _Sequence:
     histograms: list[np.ndarray]
 
 
-def _pose_solution():
-    import mediapipe as mp
-
-    return mp.solutions.pose
-
-
 def _person_histogram(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     region = (mask > 0.5).astype(np.uint8)
     if region.sum() < 64:
@@ -89,7 +84,7 @@ def _analyse_video(path: Path, frames: int, histograms: bool) -> _Sequence:
     keypoints = np.zeros((frames, 33, 4), np.float32)
     detected = np.zeros(frames, bool)
     hists: list[np.ndarray] = []
-    with _pose_solution().Pose(
+    with pose_solution().Pose(
         static_image_mode=False, model_complexity=1, enable_segmentation=histograms
     ) as pose:
         for index, _, rgb in read_frames(path, info, max_side=ANALYSIS_SIDE):
@@ -98,10 +93,7 @@ def _analyse_video(path: Path, frames: int, histograms: bool) -> _Sequence:
             result = pose.process(rgb)
             if result.pose_landmarks is None:
                 continue
-            h, w = rgb.shape[:2]
-            keypoints[index] = [
-                (lm.x * w, lm.y * h, lm.z * w, lm.visibility) for lm in result.pose_landmarks.landmark
-            ]
+            keypoints[index] = landmarks_array(result, rgb.shape[1], rgb.shape[0])
             detected[index] = True
             if histograms and index % IDENTITY_EVERY == 0 and result.segmentation_mask is not None:
                 hist = _person_histogram(rgb, result.segmentation_mask)
@@ -125,7 +117,7 @@ def _image_histogram(path: Path) -> np.ndarray | None:
     rgb = cv2.resize(
         rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA
     )
-    with _pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
+    with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         result = pose.process(rgb)
     if result.segmentation_mask is None:
         return None

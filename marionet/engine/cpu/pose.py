@@ -58,14 +58,14 @@ class PoseTrack:
         return float(self.detected.mean()) if self.detected.size else 0.0
 
 
-def _pose_solution():
+def pose_solution():
     # Imported lazily: mediapipe takes a second to import and the API process never needs it.
     import mediapipe as mp
 
     return mp.solutions.pose
 
 
-def _landmarks_array(result, width: int, height: int) -> np.ndarray | None:
+def landmarks_array(result, width: int, height: int) -> np.ndarray | None:
     if result.pose_landmarks is None:
         return None
     points = np.array(
@@ -98,9 +98,9 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
     height, width = rgb.shape[:2]
     scale = min(1.0, 1024 / max(height, width))
     small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    with _pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
+    with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         result = pose.process(small)
-    points = _landmarks_array(result, width, height)
+    points = landmarks_array(result, width, height)
     if points is None or result.segmentation_mask is None:
         return None
     mask = cv2.resize(result.segmentation_mask, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -127,14 +127,14 @@ def extract_pose_track(
     keypoints = np.zeros((total, N_LANDMARKS, 4), np.float32)
     detected = np.zeros(total, bool)
     count = 0
-    with _pose_solution().Pose(
+    with pose_solution().Pose(
         static_image_mode=False, model_complexity=1, enable_segmentation=True, smooth_landmarks=False
     ) as pose:
         frames = prefetch(read_frames(video_path, info, max_side=ANALYSIS_SIDE))
         with contextlib.closing(frames):
             for index, _, rgb in frames:
                 result = pose.process(rgb)
-                points = _landmarks_array(result, info.width, info.height)
+                points = landmarks_array(result, info.width, info.height)
                 if points is not None and result.segmentation_mask is not None:
                     scale = rgb.shape[1] / info.width
                     if torso_coverage(points, result.segmentation_mask, scale) >= 0.3:
