@@ -47,11 +47,9 @@ class VideoInfo:
         return max(1, round(self.duration_s * self.output_fps))
 
 
-def _rotation_of(stream: av.video.stream.VideoStream, first_frame: av.VideoFrame | None) -> int:
-    rotation = 0
-    if first_frame is not None:
-        rotation = int(round(getattr(first_frame, "rotation", 0) or 0))
-    return rotation % 360
+def _rotation_of(frame: av.VideoFrame) -> int:
+    """The display rotation (degrees, counter-clockwise) a frame carries from the stream's display matrix."""
+    return int(round(getattr(frame, "rotation", 0) or 0)) % 360
 
 
 def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -74,7 +72,7 @@ def probe_video(path: str | Path) -> VideoInfo:
                 raise InputError(
                     "The video stream has no decodable frame.", code="video_invalid", param="video_url"
                 )
-            rotation = _rotation_of(stream, first)
+            rotation = _rotation_of(first)
             width, height = first.width, first.height
             if rotation in (90, 270):
                 width, height = height, width
