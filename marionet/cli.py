@@ -148,6 +148,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
                 character_orientation=args.orientation,
                 keep_original_sound=args.sound == "yes",
                 prompt=args.prompt,
+                video_sha256=inputs.video_sha256,
             )
             result = run_engine(engine, request, bar, settings)
     except MarionetError as exc:

@@ -34,6 +34,7 @@ class AnimationRequest:
     character_orientation: Orientation = "image"
     keep_original_sound: bool = True
     prompt: str = ""
+    video_sha256: str | None = None  # the video's content hash when the caller already has it
 
 
 @dataclass

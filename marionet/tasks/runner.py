@@ -53,6 +53,7 @@ class Inputs:
     image_path: Path
     video_path: Path
     video: VideoInfo
+    video_sha256: str  # content hash ingestion already computed: the engine's pose-cache key
 
 
 def prepare_inputs(
@@ -70,7 +71,7 @@ def prepare_inputs(
         video_source, "video", dest_dir, settings, orientation=orientation, allow_local=allow_local
     )
     assert isinstance(video.info, VideoInfo)
-    return Inputs(image.path, video.path, video.info)
+    return Inputs(image.path, video.path, video.info, video.sha256)
 
 
 def run_engine(
@@ -140,6 +141,7 @@ def execute_task(task_id: str, settings: Settings) -> None:
                 character_orientation=task.character_orientation,  # type: ignore[arg-type]
                 keep_original_sound=task.keep_original_sound,
                 prompt=task.prompt,
+                video_sha256=inputs.video_sha256,
             )
             started = time.monotonic()
             result = run_engine(task.engine, request, reporter.engine_progress, settings)

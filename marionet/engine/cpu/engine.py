@@ -21,6 +21,7 @@ from marionet.engine.cpu.render import RenderSettings, render_frame
 from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import build_character
 from marionet.errors import EngineError, InputError
+from marionet.media.cache import file_sha256
 from marionet.media.video import VideoWriter, probe_video
 
 PROMPT_WARNING = (
@@ -93,7 +94,7 @@ class CpuEngine:
             rig_job = pool.submit(
                 build_character, image, image_pose, canvas, quality.mesh_cells if use_mesh else None
             )
-            track, pose_share = self._pose_track(request.video_path, info, progress)
+            track, pose_share = self._pose_track(request, info, progress)
             rig = rig_job.result()
         if track.person_share < MIN_PERSON_SHARE:
             raise EngineError(
@@ -139,9 +140,16 @@ class CpuEngine:
             warnings=warnings,
         )
 
-    def _pose_track(self, video_path: Path, info, progress: ProgressFn) -> tuple[pose_stage.PoseTrack, float]:
-        """The driving video's pose track from the cache, or from a pose pass that then fills the cache."""
-        key = f"{pose_stage.file_digest(video_path)}-{pose_stage.TRACK_VERSION}.npz"
+    def _pose_track(
+        self, request: AnimationRequest, info, progress: ProgressFn
+    ) -> tuple[pose_stage.PoseTrack, float]:
+        """The driving video's pose track from the cache, or from a pose pass that then fills the cache.
+
+        The cache key is the video's content hash: the same dance uploaded twice is analysed once.
+        """
+        video_path = request.video_path
+        digest = request.video_sha256 or file_sha256(video_path)
+        key = f"{digest}-{pose_stage.TRACK_VERSION}.npz"
         cached = pose_stage.load_track(self.cache_dir / key)
         if cached is not None and cached.frame_count == info.output_frame_count:
             return cached, 0.0

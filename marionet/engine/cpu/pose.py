@@ -7,7 +7,6 @@ z on the same scale as x (negative is nearer the camera).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,15 +107,6 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
     if core.min() < 0.5 or (mask > 0.5).mean() < 0.01 or torso_coverage(points, mask) < 0.3:
         return None
     return ImagePose(keypoints=points, mask=np.clip(mask, 0.0, 1.0))
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes: the pose cache key (the same dance uploaded twice is analysed once)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def extract_pose_track(
