@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marionet.media.video import probe_video, read_frames  # noqa: E402
+from marionet.media.video import VideoInfo, probe_video, read_frames  # noqa: E402
 
 
 def _fit(rgb: np.ndarray, height: int) -> np.ndarray:
@@ -23,16 +23,19 @@ def _fit(rgb: np.ndarray, height: int) -> np.ndarray:
     )
 
 
-def _frames_at(path: Path, picks: set[int], height: int) -> dict[int, np.ndarray]:
-    return {i: _fit(rgb, height) for i, _, rgb in read_frames(path, max_side=2 * height) if i in picks}
+def _frames_at(
+    path: Path, picks: set[int], height: int, info: VideoInfo | None = None
+) -> dict[int, np.ndarray]:
+    return {i: _fit(rgb, height) for i, _, rgb in read_frames(path, info, max_side=2 * height) if i in picks}
 
 
 def contact_sheet(output: Path, driving: Path, image: Path, count: int = 5, height: int = 260) -> np.ndarray:
     """Top row: the image then driving frames; bottom row: a blank tile then the output at the same times."""
-    total = probe_video(output).frame_count
+    output_info = probe_video(output)
+    total = output_info.frame_count
     picks = sorted({round(i * (total - 1) / (count - 1)) for i in range(count)})
     top = _frames_at(driving, set(picks), height)
-    bottom = _frames_at(output, set(picks), height)
+    bottom = _frames_at(output, set(picks), height, output_info)
     still = _fit(cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB), height)
     gap = np.full((height, 6, 3), 255, np.uint8)
     rows = []

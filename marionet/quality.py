@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from marionet.engine.cpu.pose import landmarks_array, pose_solution
-from marionet.media.video import probe_video, read_frames
+from marionet.media.video import VideoInfo, probe_video, read_frames
 
 # Upper arms, forearms, thighs, shins (BlazePose indices).
 LIMB_SEGMENTS = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 26), (26, 28))
@@ -79,8 +79,7 @@ def _person_histogram(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     return cv2.normalize(hist, hist).flatten()
 
 
-def _analyse_video(path: Path, frames: int, histograms: bool) -> _Sequence:
-    info = probe_video(path)
+def _analyse_video(path: Path, info: VideoInfo, frames: int, histograms: bool) -> _Sequence:
     keypoints = np.zeros((frames, 33, 4), np.float32)
     detected = np.zeros(frames, bool)
     hists: list[np.ndarray] = []
@@ -103,9 +102,9 @@ def _analyse_video(path: Path, frames: int, histograms: bool) -> _Sequence:
 
 
 @functools.lru_cache(maxsize=4)
-def _analyse_driving(path: str, mtime_ns: int, frames: int) -> _Sequence:
+def _analyse_driving(path: str, mtime_ns: int, info: VideoInfo, frames: int) -> _Sequence:
     """The driving video's analysis, kept for the next evaluation against the same clip (one process)."""
-    return _analyse_video(Path(path), frames, histograms=False)
+    return _analyse_video(Path(path), info, frames, histograms=False)
 
 
 def _image_histogram(path: Path) -> np.ndarray | None:
@@ -163,10 +162,10 @@ def jitter(seq: _Sequence) -> float:
 
 def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> QualityReport:
     """All figures for one animation: `output` made from `image` driven by `driving`."""
-    out_info = probe_video(output)
-    frames = min(out_info.output_frame_count, probe_video(driving).output_frame_count)
-    out = _analyse_video(Path(output), frames, histograms=True)
-    drv = _analyse_driving(str(Path(driving).resolve()), Path(driving).stat().st_mtime_ns, frames)
+    out_info, drv_info = probe_video(output), probe_video(driving)
+    frames = min(out_info.output_frame_count, drv_info.output_frame_count)
+    out = _analyse_video(Path(output), out_info, frames, histograms=True)
+    drv = _analyse_driving(str(Path(driving).resolve()), Path(driving).stat().st_mtime_ns, drv_info, frames)
     error, pairs = limb_error(out, drv)
     out_jitter, drv_jitter = jitter(out), jitter(drv)
     reference = _image_histogram(Path(image))
