@@ -14,6 +14,11 @@ def queue_for_engine(engine: str) -> str:
     return f"engine.{engine}"
 
 
+def send_run(app: Celery, task_id: str, engine: str) -> None:
+    """Put a "run this task" message on its engine's queue: the one message format the workers consume."""
+    app.send_task(RUN_TASK, args=[task_id], queue=queue_for_engine(engine))
+
+
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on `settings.redis_url`; results live in the task database, so there is no result backend."""
     app = Celery("marionet", broker=settings.redis_url, set_as_current=False)

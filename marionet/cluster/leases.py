@@ -17,10 +17,10 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select, update
 
-from marionet.cluster.app import RUN_TASK, queue_for_engine
+from marionet.cluster.app import queue_for_engine, send_run
 from marionet.config import Settings
 from marionet.errors import TaskCancelled, TaskTimedOut
-from marionet.tasks.callbacks import deliver_callback_in_background
+from marionet.tasks.callbacks import deliver_callback_in_background, fail_and_notify
 from marionet.tasks.models import PENDING, PROCESSING, Task
 from marionet.tasks.store import Store
 
@@ -68,15 +68,13 @@ class LeaseStore:
 
     def time_out(self, task_id: str) -> None:
         """Fail a task that ran past task_timeout_s, and flag it so the engine stops at its next report."""
-        if self.store.fail_with(task_id, TaskTimedOut(self.settings.task_timeout_s)):
-            deliver_callback_in_background(task_id, self.settings)
+        fail_and_notify(self.store, task_id, TaskTimedOut(self.settings.task_timeout_s), self.settings)
         with self.store.session.begin() as session:
             session.execute(update(Task).where(Task.id == task_id).values(cancel_requested=True))
 
     def give_up(self, task_id: str) -> None:
         """End a task whose engine ignored a stop request (the worker process is about to exit)."""
-        if self.store.fail_with(task_id, TaskCancelled()):
-            deliver_callback_in_background(task_id, self.settings)
+        fail_and_notify(self.store, task_id, TaskCancelled(), self.settings)
 
     def requeue_stale(self) -> list[str]:
         """Requeue or fail every processing task whose heartbeat is older than the lease; returns their ids."""
@@ -113,17 +111,22 @@ class LeaseStore:
                 .where(Task.status == PENDING, Task.updated_at < stale_before)
                 .order_by(Task.seq)
             ).all()
-        lost = [row.id for row in rows if not self.redis.llen(queue_for_engine(row.engine))]
+        # One queue-length read per engine, not per task: a backlog can hold many stale pending tasks.
+        drained = {
+            engine for engine in {row.engine for row in rows} if not self.redis.llen(queue_for_engine(engine))
+        }
+        lost = [row for row in rows if row.engine in drained]
         if not lost:
             return []
         with self.store.session.begin() as session:
             session.execute(
-                update(Task).where(Task.id.in_(lost), Task.status == PENDING).values(updated_at=time.time())
+                update(Task)
+                .where(Task.id.in_([row.id for row in lost]), Task.status == PENDING)
+                .values(updated_at=time.time())
             )
-        engines = {row.id: row.engine for row in rows}
-        for task_id in lost:
-            self.app.send_task(RUN_TASK, args=[task_id], queue=queue_for_engine(engines[task_id]))
-        return lost
+        for row in lost:
+            send_run(self.app, row.id, row.engine)
+        return [row.id for row in lost]
 
     def key_is_busy(self, task_id: str) -> bool:
         """Whether the task's key already has its limit of tasks running (checked, not locked: approximate)."""
@@ -135,5 +138,4 @@ class LeaseStore:
         return (running or 0) >= self.settings.max_running_per_key
 
     def enqueue(self, task_id: str) -> None:
-        engine = self.store.get_task(task_id).engine
-        self.app.send_task(RUN_TASK, args=[task_id], queue=queue_for_engine(engine))
+        send_run(self.app, task_id, self.store.get_task(task_id).engine)

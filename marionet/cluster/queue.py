@@ -6,7 +6,7 @@ import logging
 
 from sqlalchemy import select
 
-from marionet.cluster.app import RUN_TASK, make_celery, queue_for_engine
+from marionet.cluster.app import make_celery, send_run
 from marionet.config import Settings
 from marionet.tasks.models import PENDING, Task
 from marionet.tasks.store import Store
@@ -43,7 +43,7 @@ class CeleryDispatcher:
         self.send(self.store.get_task(task_id))
 
     def send(self, task: Task) -> None:
-        self.app.send_task(RUN_TASK, args=[task.id], queue=queue_for_engine(task.engine))
+        send_run(self.app, task.id, task.engine)
 
     def stop(self) -> None:
         self.app.close()

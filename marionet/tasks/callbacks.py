@@ -8,7 +8,7 @@ import threading
 import time
 
 from marionet.config import Settings
-from marionet.errors import InputError
+from marionet.errors import InputError, MarionetError
 from marionet.media.fetch import post_json
 from marionet.tasks.models import TERMINAL
 from marionet.tasks.signing import sign_body
@@ -53,3 +53,11 @@ def deliver_callback(task_id: str, settings: Settings, store: Store | None = Non
 
 def deliver_callback_in_background(task_id: str, settings: Settings) -> None:
     threading.Thread(target=deliver_callback, args=(task_id, settings), daemon=True).start()
+
+
+def fail_and_notify(store: Store, task_id: str, error: MarionetError, settings: Settings) -> bool:
+    """Fail a task with `error` and, if that ended it (it had not ended already), send its callback."""
+    if not store.fail_with(task_id, error):
+        return False
+    deliver_callback_in_background(task_id, settings)
+    return True

@@ -16,9 +16,9 @@ import time
 from typing import Protocol
 
 from marionet.config import Settings
-from marionet.errors import TaskCancelled, TaskTimedOut
+from marionet.errors import MarionetError, TaskCancelled, TaskTimedOut
 from marionet.media.ingest import workdir_path
-from marionet.tasks.callbacks import deliver_callback_in_background
+from marionet.tasks.callbacks import deliver_callback_in_background, fail_and_notify
 from marionet.tasks.models import PROCESSING
 from marionet.tasks.runner import execute_task
 from marionet.tasks.store import Store
@@ -115,8 +115,8 @@ class EmbeddedDispatcher:
                 self._run_child(task_id)
             except Exception:
                 log.exception("supervising task %s failed", task_id)
-                if self.store.fail(task_id, "internal_error", "The server could not run this task."):
-                    deliver_callback_in_background(task_id, self.settings)
+                error = MarionetError("The server could not run this task.", code="internal_error")
+                fail_and_notify(self.store, task_id, error, self.settings)
 
     def _run_child(self, task_id: str) -> None:
         child = self._ctx.Process(
