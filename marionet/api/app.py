@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -67,12 +68,13 @@ class BodyLimitMiddleware:
             if scope["path"] == "/v1/files"
             else self.settings.max_request_bytes
         )
-        too_large = error_response(
-            413, "request_too_large", f"The request body is larger than {limit} bytes."
-        )
+
+        def too_large() -> JSONResponse:  # built only for the rare request that needs it
+            return error_response(413, "request_too_large", f"The request body is larger than {limit} bytes.")
+
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await too_large(scope, receive, send)
+            await too_large()(scope, receive, send)
             return
         received = 0
         started = rejected = False
@@ -85,7 +87,7 @@ class BodyLimitMiddleware:
                 if received > limit:
                     rejected = True
                     if not started:
-                        await too_large(scope, receive, send)
+                        await too_large()(scope, receive, send)
             # The app sees a disconnect and stops reading; what it answers then is dropped.
             return {"type": "http.disconnect"} if rejected else message
 
