@@ -354,13 +354,13 @@ class Store:
             ).all()
         return sum(rows) / len(rows) if rows else 5.0
 
-    def work_ahead(self, seq: int) -> list[tuple[float | None, int, str]]:
-        """(duration, progress, status) of every unfinished task queued before `seq`."""
+    def work_ahead(self, seq: int) -> list[tuple[float | None, int]]:
+        """(duration, progress) of every unfinished task queued before `seq`."""
         with self.session() as s:
             return [
                 tuple(row)
                 for row in s.execute(
-                    select(Task.video_duration_s, Task.progress, Task.status).where(
+                    select(Task.video_duration_s, Task.progress).where(
                         Task.seq < seq, Task.status.in_((PENDING, PROCESSING))
                     )
                 ).all()

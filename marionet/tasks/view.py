@@ -41,7 +41,7 @@ def estimated_time(task: Task, store: Store, pace: Pace | None = None) -> int:
     own = remaining(task.video_duration_s, task.progress)
     if task.status == PROCESSING:
         return max(1, math.ceil(own))
-    ahead = sum(remaining(d, p) for d, p, _ in store.work_ahead(task.seq))
+    ahead = sum(remaining(d, p) for d, p in store.work_ahead(task.seq))
     return max(1, math.ceil(own + ahead / store.settings.workers))
 
 

@@ -18,7 +18,7 @@ from marionet.media.fetch import check_url
 from marionet.media.ingest import check_source_at_request
 from marionet.media.uploads import upload_url
 from marionet.tasks.callbacks import deliver_callback_in_background
-from marionet.tasks.models import ApiKey
+from marionet.tasks.models import TERMINAL, ApiKey
 from marionet.tasks.queue import Dispatcher
 from marionet.tasks.store import NewTask, Store
 from marionet.tasks.view import Pace, task_object
@@ -123,7 +123,8 @@ def list_tasks(
     store: Store = Depends(get_store),
 ) -> dict[str, Any]:
     tasks, has_more = store.list_tasks(key.id, limit, after)
-    pace = Pace.measure(store)
+    # One pace for the page, measured only if a task on it is still running (finished ones need none).
+    pace = Pace.measure(store) if any(task.status not in TERMINAL for task in tasks) else None
     return {
         "object": "list",
         "data": [task_object(task, store, settings, pace) for task in tasks],
