@@ -1,6 +1,7 @@
 """The one video reader/writer: duration to the frame, fps cap, audio carried in sync."""
 
 import av
+import cv2
 import numpy as np
 import pytest
 from conftest import DATA
@@ -32,3 +33,31 @@ def test_round_trip_keeps_duration_and_audio(tmp_path, name, fps, frames, audio)
         if audio:
             a = c.streams.audio[0]
             assert abs(float(a.duration * a.time_base) - result.duration_s) < 0.05
+
+
+@pytest.mark.parametrize("colorspace", ["ITU709", "ITU601"])
+@pytest.mark.parametrize("size", [(640, 360), (642, 363)])
+def test_shrinking_yuv_planes_keeps_the_colours(colorspace, size):
+    # The analysis decode shrinks yuv420p planes with cv2 instead of swscale: the colours of the picture that
+    # was encoded come back under either matrix (as closely as swscale's own conversion brings them back).
+    from marionet.media.video import _shrunk_rgb
+
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width]
+    rgb = np.stack(
+        [(xs * 255 // width), (ys * 255 // height), ((xs + ys) * 127 // (width + height)) + 64], axis=2
+    ).astype(np.uint8)
+    rgb[height // 3 : height // 2, width // 4 : width // 2] = (200, 30, 40)  # a saturated block
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace=colorspace
+    )
+    frame.colorspace = 1 if colorspace == "ITU709" else 5  # how a decoder tags the frame
+    frame.color_range = 1
+    small = (width // 3, height // 3)
+    truth = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA).astype(int)
+    ours = _shrunk_rgb(frame, *small).astype(int)
+    swscale = frame.to_ndarray(format="rgb24", width=small[0], height=small[1]).astype(int)
+    assert ours.shape == truth.shape == (small[1], small[0], 3)
+    assert np.abs(ours - truth).mean() < 1.5
+    assert np.abs((ours - truth).mean(axis=(0, 1))).max() < 1.0  # no colour cast
+    assert np.abs(ours - truth).mean() <= np.abs(swscale - truth).mean() + 0.5

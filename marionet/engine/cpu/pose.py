@@ -25,8 +25,8 @@ L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 23, 24, 25, 26, 27, 28
 L_FOOT, R_FOOT = 31, 32
 N_LANDMARKS = 33
 
-# Bump when detection or post-processing changes, so cached tracks of older code are not reused.
-TRACK_VERSION = "v2"
+# Bump when decoding, detection or post-processing changes, so cached tracks of older code are not reused.
+TRACK_VERSION = "v3"
 ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the source is most of the speed
 
 
