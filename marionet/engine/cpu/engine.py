@@ -7,6 +7,7 @@ from the track without decoding the video again, so memory stays flat whatever t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from marionet.engine.cpu import pose as pose_stage
 from marionet.engine.cpu.prefetch import ordered_map
 from marionet.engine.cpu.render import RenderSettings, render_frame
 from marionet.engine.cpu.retarget import retarget
-from marionet.engine.cpu.rig import build_character
+from marionet.engine.cpu.rig import CharacterRig, build_character
 from marionet.errors import EngineError, InputError
 from marionet.media.cache import file_sha256
 from marionet.media.video import VideoWriter, probe_video
@@ -79,23 +80,20 @@ class CpuEngine:
         warnings = [PROMPT_WARNING] if request.prompt.strip() else []
         quality = QUALITY[request.mode]
         image = _read_image(request.image_path)
-        image_pose = pose_stage.detect_image_pose(image)
-        if image_pose is None:
-            raise EngineError(
-                "No person was found in the image: use a photo or drawing of one character, whole and unobstructed.",
-                code="no_person_in_image",
-                param="image_url",
-            )
         info = probe_video(request.video_path)
         canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
         use_mesh = self.renderer == "mesh"
-        # The character is cut out and rigged (cv2 work, GIL released) while the video's pose pass runs.
+        # The image's pose, cut-out and rig (one core) run while the video's pose pass (the other core) does;
+        # a character that fails stops the pose pass at its next batch.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marionet-rig") as pool:
-            rig_job = pool.submit(
-                build_character, image, image_pose, canvas, quality.mesh_cells if use_mesh else None
-            )
-            track, pose_share = self._pose_track(request, info, progress)
-            rig = rig_job.result()
+            character = pool.submit(_character, image, canvas, quality.mesh_cells if use_mesh else None)
+
+            def stop_if_character_failed() -> None:
+                if character.done() and character.exception() is not None:
+                    character.result()
+
+            track, pose_share = self._pose_track(request, info, progress, stop_if_character_failed)
+            rig = character.result()
         if track.person_share < MIN_PERSON_SHARE:
             raise EngineError(
                 f"A person was found in only {track.person_share:.0%} of the video's frames: use a video of one "
@@ -141,7 +139,7 @@ class CpuEngine:
         )
 
     def _pose_track(
-        self, request: AnimationRequest, info, progress: ProgressFn
+        self, request: AnimationRequest, info, progress: ProgressFn, check: Callable[[], None]
     ) -> tuple[pose_stage.PoseTrack, float]:
         """The driving video's pose track from the cache, or from a pose pass that then fills the cache.
 
@@ -155,13 +153,28 @@ class CpuEngine:
             return cached, 0.0
         total = info.output_frame_count
         progress(0.0, "analysing motion")
-        track = pose_stage.extract_pose_track(
-            video_path, info, lambda done: progress(POSE_SHARE * done / total, "analysing motion"), BATCH
-        )
+
+        def on_batch(done: int) -> None:
+            check()
+            progress(POSE_SHARE * done / total, "analysing motion")
+
+        track = pose_stage.extract_pose_track(video_path, info, on_batch, BATCH)
         # A read-only or full cache only costs speed next time.
         with contextlib.suppress(OSError):
             pose_stage.save_track(track, self.cache_dir / key)
         return track, POSE_SHARE
+
+
+def _character(image: np.ndarray, canvas: tuple[int, int], mesh_cells: float | None) -> CharacterRig:
+    """The image's pose, then its cut-out, filled background and rig; no person is a clear error."""
+    image_pose = pose_stage.detect_image_pose(image)
+    if image_pose is None:
+        raise EngineError(
+            "No person was found in the image: use a photo or drawing of one character, whole and unobstructed.",
+            code="no_person_in_image",
+            param="image_url",
+        )
+    return build_character(image, image_pose, canvas, mesh_cells)
 
 
 def _read_image(path: Path) -> np.ndarray:
