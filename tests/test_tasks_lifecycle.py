@@ -205,3 +205,27 @@ def test_a_crashing_task_process_fails_that_task_only(server, data_dir):
         assert task["status"] == "failed" and task["error"]["code"] == "engine_crashed", task
         assert client.get("/healthz").status_code == 200
         assert server.proc.poll() is None
+
+
+def test_an_idle_server_has_a_task_process_ready_and_the_next_task_runs_in_it(server, data_dir):
+    # The spare child does its imports while the server is idle, so a task does not wait for them.
+    with server.client(server.key) as client:
+        deadline = time.monotonic() + 60
+        while len(children := _task_children(server.proc.pid)) != 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(children) == 1, children
+        spare = children[0]
+        body = {
+            "image_url": upload(client, data_dir / "halfbody_ref_elf.jpg"),
+            "video_url": upload(client, data_dir / "halfbody_talk_3s.mp4"),
+        }
+        task_id = client.post("/v1/videos/generations", json=body).json()["id"]
+        task = wait_for(client, task_id, lambda t: t["progress"] > 5 or t["status"] in TERMINAL)
+        assert _task_children(server.proc.pid) == [spare]  # the task runs in the ready process, alone
+        task = wait_for(client, task_id, lambda t: t["status"] in TERMINAL, timeout=120)
+        assert task["status"] == "completed", task
+        # Once the task is done its process has ended and a fresh spare waits for the next one.
+        deadline = time.monotonic() + 60
+        while (children := _task_children(server.proc.pid)) in ([], [spare]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(children) == 1 and children != [spare], children

@@ -107,6 +107,7 @@ def _migrate_with_retry(settings: Settings, attempts: int = 10) -> None:
 
 def run_worker(settings: Settings, engines: list[str], worker_id: str | None = None) -> int:
     """Serve the engines' queues until a warm shutdown (SIGTERM finishes the running task first)."""
+    from marionet.engine import preload_engines
     from marionet.tasks.runner import execute_task
     from marionet.tasks.store import Store
 
@@ -135,6 +136,7 @@ def run_worker(settings: Settings, engines: list[str], worker_id: str | None = N
         with heartbeat.holding(task_id, attempt):
             execute_task(task_id, settings)
 
+    preload_engines()  # the first task then starts as fast as the next ones
     heartbeat.start()
     worker = app.Worker(
         hostname=f"marionet@{worker_id}",

@@ -13,6 +13,15 @@ def engine_names() -> list[str]:
     return [CPU_ENGINE]
 
 
+def preload_engines() -> None:
+    """Import what running a task needs (the engine's models and media libraries: a couple of seconds), so a
+    process started ahead of its task has done it before the task arrives."""
+    import marionet.tasks.runner  # noqa: F401  (media, storage and HTTP for the task's inputs)
+    from marionet.engine.cpu import pose
+
+    pose.pose_solution()
+
+
 def load_engine(name: str, settings: Settings | None = None) -> Engine:
     """Construct the engine called `name`; imports are lazy so the API starts without loading models.
 
@@ -38,5 +47,6 @@ __all__ = [
     "ProgressFn",
     "engine_names",
     "load_engine",
+    "preload_engines",
     "no_progress",
 ]

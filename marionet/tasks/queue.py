@@ -13,9 +13,11 @@ import os
 import shutil
 import threading
 import time
+from multiprocessing.connection import Connection
 from typing import Protocol
 
 from marionet.config import Settings
+from marionet.engine import preload_engines
 from marionet.errors import MarionetError, TaskCancelled, TaskTimedOut
 from marionet.media.ingest import workdir_path
 from marionet.tasks.callbacks import deliver_callback_in_background, fail_and_notify
@@ -48,15 +50,26 @@ def _exit_with_parent(parent_pid: int) -> None:
             os._exit(3)
 
 
-def _child_main(task_id: str, settings: Settings, parent_pid: int) -> None:
-    """Entry point of the child process running one task."""
+def _child_main(conn: Connection, settings: Settings, parent_pid: int) -> None:
+    """Entry point of a task process. It is started before its task: it loads the engine's libraries (a couple
+    of seconds of imports) while the server is idle, then waits for the one task id it will run."""
     logging.basicConfig(level=logging.INFO)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    preload_engines()
+    try:
+        task_id = conn.recv()
+    except EOFError:  # the server let this spare go without a task
+        return
     execute_task(task_id, settings)
 
 
 class EmbeddedDispatcher:
-    """`settings.workers` threads, each claiming one task at a time and running it in a spawned child."""
+    """`settings.workers` threads, each claiming one task at a time and running it in a spawned child.
+
+    Each thread keeps one child started ahead of its next task (a "spare"), so a task that arrives at an idle
+    server does not wait for the child's imports. A spare is started only when its thread is between tasks,
+    never beside a running task, so it takes no CPU from one.
+    """
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
@@ -65,6 +78,7 @@ class EmbeddedDispatcher:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._children: dict[str, multiprocessing.process.BaseProcess] = {}
+        self._spares: dict[str, _Spare] = {}  # by worker thread name
         self._lock = threading.Lock()
         self._ctx = multiprocessing.get_context("spawn")
 
@@ -90,7 +104,11 @@ class EmbeddedDispatcher:
         with self._lock:
             self._stopping.set()
             children = dict(self._children)
+            spares = list(self._spares.values())
+            self._spares.clear()
         self._wake.set()
+        for spare in spares:
+            spare.discard()
         for task_id, child in children.items():
             child.terminate()
             child.join(5)
@@ -102,6 +120,8 @@ class EmbeddedDispatcher:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
+            if not self._ensure_spare():
+                break
             try:
                 task_id = self.store.claim_next()
             except Exception:
@@ -118,15 +138,36 @@ class EmbeddedDispatcher:
                 error = MarionetError("The server could not run this task.", code="internal_error")
                 fail_and_notify(self.store, task_id, error, self.settings)
 
+    def _ensure_spare(self) -> bool:
+        """Start this thread's spare child unless a live one waits already; False once the pool is stopping."""
+        name = threading.current_thread().name
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            spare = self._spares.get(name)
+            if spare is not None and spare.process.is_alive():
+                return True
+            if spare is not None:
+                spare.discard()
+            self._spares[name] = _Spare.start(self._ctx, self.settings)
+            return True
+
     def _run_child(self, task_id: str) -> None:
-        child = self._ctx.Process(
-            target=_child_main, args=(task_id, self.settings, os.getpid()), name=f"marionet-{task_id}"
-        )
+        name = threading.current_thread().name
         with self._lock:
             if self._stopping.is_set():  # stop() has already taken its copy: run nothing it cannot stop
                 self.store.requeue(task_id, refund_attempt=True)
                 return
-            child.start()
+            spare = self._spares.pop(name, None)
+            if spare is None or not spare.hand_over(task_id):
+                # The spare died while waiting (or was never started): a fresh child takes the task.
+                if spare is not None:
+                    spare.discard()
+                spare = _Spare.start(self._ctx, self.settings)
+                if not spare.hand_over(task_id):
+                    spare.discard()
+                    raise RuntimeError("a new task process did not accept its task")
+            child = spare.process
             self._children[task_id] = child
         started = time.monotonic()
         cancel_seen: float | None = None
@@ -171,6 +212,45 @@ class EmbeddedDispatcher:
         if child.is_alive():
             child.kill()
             child.join(2)
+
+
+class _Spare:
+    """A spawned task process waiting (after its imports) for the id of the task it will run."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+
+    @classmethod
+    def start(cls, ctx, settings: Settings) -> _Spare:
+        receiving, sending = ctx.Pipe(duplex=False)
+        process = ctx.Process(
+            target=_child_main, args=(receiving, settings, os.getpid()), name="marionet-task"
+        )
+        process.start()
+        receiving.close()  # the child holds its own copy
+        return cls(process, sending)
+
+    def hand_over(self, task_id: str) -> bool:
+        """Give the spare its task; False if it is gone."""
+        if not self.process.is_alive():
+            return False
+        try:
+            self.conn.send(task_id)
+        except OSError:
+            return False
+        finally:
+            self.conn.close()
+        return True
+
+    def discard(self) -> None:
+        """Let a spare go: closing its pipe ends it as soon as its imports are done; stragglers are killed."""
+        self.conn.close()
+        self.process.terminate()
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(2)
 
 
 def make_dispatcher(settings: Settings, store: Store | None = None) -> Dispatcher:
