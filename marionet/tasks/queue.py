@@ -55,7 +55,12 @@ def _child_main(conn: Connection, settings: Settings, parent_pid: int) -> None:
     of seconds of imports) while the server is idle, then waits for the one task id it will run."""
     logging.basicConfig(level=logging.INFO)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
-    preload_engines()
+    try:
+        preload_engines()
+    except Exception:
+        # Keep waiting: the task then fails with the real error, and a spare that died here would only be
+        # started again and again by its thread.
+        log.exception("loading the engine ahead of a task failed")
     try:
         task_id = conn.recv()
     except EOFError:  # the server let this spare go without a task
