@@ -13,7 +13,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from marionet.errors import InputError
@@ -171,6 +170,8 @@ def _shrunk_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     plane by plane (cv2, area filter) before conversion: about twice as fast as swscale's one pass."""
     if frame.format.name != "yuv420p" or frame.color_range not in (0, _RANGE_LIMITED):
         return frame.to_ndarray(format="rgb24", width=width, height=height)
+    import cv2  # here and in VideoWriter, not at the top: the API process probes videos and needs no OpenCV
+
     planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes]
     yuv = cv2.merge([cv2.resize(plane, (width, height), interpolation=cv2.INTER_AREA) for plane in planes])
     # FFmpeg's own default for an untagged clip is BT.601.
@@ -216,6 +217,8 @@ class VideoWriter:
         return self._audio is not None
 
     def write(self, rgb: np.ndarray) -> None:
+        import cv2
+
         # cv2's BT.601 limited-range I420 matches swscale's default to within rounding, ten times faster.
         frame = av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
         frame.pts = self.frames_written
