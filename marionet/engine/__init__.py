@@ -14,9 +14,8 @@ def engine_names() -> list[str]:
 
 
 def preload_engines() -> None:
-    """Import what running a task needs (the engine's models and media libraries: a couple of seconds), so a
-    process started ahead of its task has done it before the task arrives."""
-    import marionet.tasks.runner  # noqa: F401  (media, storage and HTTP for the task's inputs)
+    """Load the engines' models and libraries (mediapipe, cv2: about a second), so a process started ahead
+    of its task has done it before the task arrives. Its callers have imported the task runner already."""
     from marionet.engine.cpu import pose
 
     pose.pose_solution()
