@@ -113,16 +113,25 @@ def build_mesh(
         own = (labels == part).astype(np.uint8)
         if own.sum() < 16:
             continue
+        # The dilations below, done in the part's box grown by their reach: the same pixels, a tenth the work.
+        bx, by, bw, bh = cv2.boundingRect(own)
+        bx0, by0 = max(0, bx - reach - 3), max(0, by - reach - 3)
+        box = (slice(by0, min(height, by + bh + reach + 3)), slice(bx0, min(width, bx + bw + reach + 3)))
         # Parts overlap by two pixels so resampled seams never let the background show through.
-        pixels = cv2.dilate(own, np.ones((5, 5), np.uint8)) & person
+        pixels = cv2.dilate(own[box], np.ones((5, 5), np.uint8)) & person[box]
         near = cv2.dilate(pixels, grow)
-        chosen = np.nonzero(near[cy, cx] > 0)[0]
+        inside = (cx >= bx0) & (cy >= by0) & (cx < bx0 + near.shape[1]) & (cy < by0 + near.shape[0])
+        hit = np.zeros(len(cx), bool)
+        hit[inside] = near[cy[inside] - by0, cx[inside] - bx0] > 0
+        chosen = np.nonzero(hit)[0]
         used, local = np.unique(triangles[chosen], return_inverse=True)
         rx, ry, rw, rh = cv2.boundingRect(pixels)
         pad = 2
-        ox, oy = max(0, rx - pad), max(0, ry - pad)
-        ex, ey = min(width, rx + rw + pad), min(height, ry + rh + pad)
-        soft = cv2.GaussianBlur(pixels[oy:ey, ox:ex].astype(np.float32), (3, 3), 0.7)
+        ox, oy = max(0, bx0 + rx - pad), max(0, by0 + ry - pad)
+        ex, ey = min(width, bx0 + rx + rw + pad), min(height, by0 + ry + rh + pad)
+        soft = cv2.GaussianBlur(
+            pixels[oy - by0 : ey - by0, ox - bx0 : ex - bx0].astype(np.float32), (3, 3), 0.7
+        )
         crop = (premult[oy:ey, ox:ex] * soft[..., None]).astype(np.uint8)
         layers.append(
             MeshLayer(
