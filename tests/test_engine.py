@@ -11,6 +11,7 @@ import contextlib
 import functools
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from marionet.engine import load_engine
 from marionet.engine.base import AnimationRequest, AnimationResult
 from marionet.engine.cpu import CpuEngine, pose
 from marionet.engine.cpu.engine import PROMPT_WARNING
-from marionet.engine.cpu.prefetch import ordered_map, prefetch
+from marionet.engine.cpu.prefetch import ordered_map
 from marionet.errors import EngineError, TaskCancelled
 from marionet.media.video import VideoWriter, probe_video, read_frames
 
@@ -187,27 +188,6 @@ def test_an_image_without_a_person_is_refused(tmp_path):
     assert not output.exists()
 
 
-def test_prefetch_keeps_order_raises_the_producers_error_and_stops_early():
-    assert list(prefetch(range(100), depth=3)) == list(range(100))
-
-    def broken():
-        yield 1
-        raise ValueError("bad frame")
-
-    with pytest.raises(ValueError, match="bad frame"):
-        list(prefetch(broken()))
-    produced = []
-
-    def counted():
-        for i in range(1000):
-            produced.append(i)
-            yield i
-
-    with contextlib.closing(prefetch(counted(), depth=2)) as items:
-        assert next(items) == 0
-    assert len(produced) < 10  # the thread stopped instead of producing all 1000
-
-
 def test_ordered_map_keeps_order_raises_the_error_and_stops_early():
     import time
 
@@ -256,6 +236,54 @@ def test_with_two_people_the_larger_one_is_followed(tmp_path, big_on_the_left):
     assert track.person_share > 0.9
     hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
     assert np.all((hips_x > big_x) & (hips_x < big_x + 304))
+
+
+@pytest.mark.parametrize("total", [1, 59, 60, 106, 288, 901])
+def test_pose_chunks_cover_the_clip_once_in_whole_rounds_of_lanes(total):
+    chunks = pose.pose_chunks(total)
+    assert [i for chunk in chunks for i in chunk] == list(range(total))
+    if total < 2 * pose.MIN_CHUNK_FRAMES:
+        assert len(chunks) == 1
+    else:
+        assert len(chunks) % pose.POSE_LANES == 0
+        assert max(map(len, chunks)) <= pose.MAX_CHUNK_FRAMES
+        assert min(map(len, chunks)) > pose.SEAM_FRAMES  # a lead-in never reaches past the previous chunk
+
+
+def test_chunks_are_joined_by_a_cross_fade_not_a_jump():
+    chunks = [range(0, 40), range(40, 80)]
+    lead = pose.lead_in(chunks[1])
+    assert lead == range(40 - pose.SEAM_FRAMES, 40)
+    # The second graph reads everything 30 px further right than the first: a seam would jump by 30 px.
+    first = np.ones((40, 33, 4), np.float32)
+    second = np.ones((len(lead) + 40, 33, 4), np.float32)
+    second[:, :, 0] += 30.0
+    found = [np.ones(40, bool), np.ones(len(lead) + 40, bool)]
+    found[1][0] = False  # the second graph missed the first frame of its lead-in: the first one's reading
+    found[0][lead.stop - 1] = False  # the first missed the last lead-in frame: the second one's reading
+    keypoints, detected = pose._join_chunks(chunks, [first, second], found, 80)
+    assert detected.all()
+    x = keypoints[:, pose.NOSE, 0]
+    assert x[0] == 1.0 and x[lead.start] == 1.0 and x[39] == 31.0 and x[79] == 31.0
+    steps = np.diff(x[lead.start + 1 : lead.stop - 1])
+    assert np.allclose(steps, 30.0 / (len(lead) + 1))  # a ramp across the lead-in
+
+
+def test_a_cancelled_pose_pass_stops_its_lanes(tmp_path):
+    video = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(video)
+    assert len(pose.pose_chunks(info.output_frame_count)) > pose.POSE_LANES
+    calls = []
+
+    def on_batch(done: int) -> None:
+        calls.append(done)
+        if len(calls) == 2:
+            raise TaskCancelled()
+
+    with pytest.raises(TaskCancelled):
+        pose.extract_pose_track(video, info, on_batch)
+    assert calls == [16, 32]  # every batch of 16 frames, counted over both lanes
+    assert not [t for t in threading.enumerate() if t.name.startswith("marionet-pose")]
 
 
 def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():

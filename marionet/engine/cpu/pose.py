@@ -7,14 +7,17 @@ z on the same scale as x (negative is nearer the camera).
 from __future__ import annotations
 
 import contextlib
+import math
+import queue
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from marionet.engine.cpu.prefetch import prefetch
 from marionet.media.video import VideoInfo, read_frames
 
 # BlazePose landmark indices used by the rig.
@@ -26,8 +29,11 @@ L_FOOT, R_FOOT = 31, 32
 N_LANDMARKS = 33
 
 # Bump when decoding, detection or post-processing changes, so cached tracks of older code are not reused.
-TRACK_VERSION = "v3"
+TRACK_VERSION = "v4"
 ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the source is most of the speed
+POSE_LANES = 2  # BlazePose graphs running side by side on the clip's chunks, one core each
+MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
+SEAM_FRAMES = 10  # frames over which one chunk's reading takes over from the previous one's
 
 
 @dataclass
@@ -109,41 +115,143 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
     return ImagePose(keypoints=points, mask=np.clip(mask, 0.0, 1.0))
 
 
+def pose_chunks(total: int) -> list[range]:
+    """The clip's frames cut into contiguous chunks, each analysed by a fresh BlazePose graph (its first frame
+    finds the person again, as the clip's first frame does). The cut depends on the frame count alone, so a
+    clip's track is the same on any machine however the chunks are scheduled."""
+    if total < 2 * MIN_CHUNK_FRAMES:
+        return [range(total)]
+    count = max(POSE_LANES, math.ceil(total / MAX_CHUNK_FRAMES))
+    count += -count % POSE_LANES  # a whole number of rounds, so the lanes finish together
+    size = math.ceil(total / count)
+    return [range(start, min(total, start + size)) for start in range(0, total, size)]
+
+
+def lead_in(chunk: range) -> range:
+    """The frames before a chunk that its graph reads too, so its reading can take over from the previous
+    chunk's gradually: two graphs disagree by up to a limb's width where one re-finds the person."""
+    return range(max(0, chunk.start - SEAM_FRAMES), chunk.start)
+
+
 def extract_pose_track(
     video_path: Path, info: VideoInfo, on_batch: Callable[[int], None], batch: int = 16
 ) -> PoseTrack:
-    """BlazePose in video mode over every output frame (streamed, downscaled), then gap filling and smoothing."""
+    """BlazePose in video mode over every output frame (streamed, downscaled), then gap filling and smoothing.
+
+    One decoder feeds POSE_LANES graphs, each working through its own chunks of the clip on its own core
+    (BlazePose on one core is the slowest stage of a job). `on_batch` is called from the calling thread with
+    the number of frames analysed, after every `batch` of them; an exception it raises stops the pass.
+    """
     total = info.output_frame_count
-    keypoints = np.zeros((total, N_LANDMARKS, 4), np.float32)
-    detected = np.zeros(total, bool)
+    chunks = pose_chunks(total)
+    # Per chunk: landmarks of its lead-in and own frames, and where a person was found.
+    readings = [np.zeros((len(lead_in(c)) + len(c), N_LANDMARKS, 4), np.float32) for c in chunks]
+    found = [np.zeros(len(r), bool) for r in readings]
+    feeds: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in chunks]
+    stop = threading.Event()
+    # Chunks being analysed or buffered: the decoder runs at most one chunk ahead of the lanes.
+    slots = threading.Semaphore(POSE_LANES + 1)
+    analysed = [0] * len(chunks)  # frames done per chunk, each written by its own lane only
+
+    def analyse(chunk: int) -> None:
+        first = lead_in(chunks[chunk]).start
+        try:
+            with pose_solution().Pose(
+                static_image_mode=False, model_complexity=1, enable_segmentation=True, smooth_landmarks=False
+            ) as pose:
+                while not stop.is_set() and (item := feeds[chunk].get()) is not None:
+                    index, rgb = item
+                    points = _person_landmarks(pose, rgb, info)
+                    if points is not None:
+                        readings[chunk][index - first] = points
+                        found[chunk][index - first] = True
+                    analysed[chunk] += index >= chunks[chunk].start
+        finally:
+            slots.release()
+
+    reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        done = sum(analysed)
+        if done - reported >= batch:
+            reported = done - done % batch
+            on_batch(reported)
+
     count = 0
-    with pose_solution().Pose(
-        static_image_mode=False, model_complexity=1, enable_segmentation=True, smooth_landmarks=False
-    ) as pose:
-        frames = prefetch(read_frames(video_path, info, max_side=ANALYSIS_SIDE))
-        with contextlib.closing(frames):
-            for index, _, rgb in frames:
-                result = pose.process(rgb)
-                points = landmarks_array(result, info.width, info.height)
-                if points is not None and result.segmentation_mask is not None:
-                    scale = rgb.shape[1] / info.width
-                    if torso_coverage(points, result.segmentation_mask, scale) >= 0.3:
-                        keypoints[index] = points
-                        detected[index] = True
-                count = index + 1
-                if count % batch == 0:
-                    on_batch(count)
+    with ThreadPoolExecutor(max_workers=POSE_LANES, thread_name_prefix="marionet-pose") as lanes:
+        running: list[Future] = []
+        try:
+            frames = read_frames(video_path, info, max_side=ANALYSIS_SIDE)
+            with contextlib.closing(frames):
+                for index, _, rgb in frames:
+                    owner = index // len(chunks[0])
+                    readers = [owner]
+                    if owner + 1 < len(chunks) and index in lead_in(chunks[owner + 1]):
+                        readers.append(owner + 1)
+                    for chunk in readers:
+                        if index == lead_in(chunks[chunk]).start:
+                            while not slots.acquire(timeout=0.05):
+                                report()
+                            running.append(lanes.submit(analyse, chunk))
+                        feeds[chunk].put((index, rgb))
+                        if index == chunks[chunk][-1]:
+                            feeds[chunk].put(None)
+                    count = index + 1
+                    report()
+            for feed in feeds:  # the stream may end before its declared length, inside a chunk
+                feed.put(None)
+            while wait(running, timeout=0.05).not_done:
+                report()
+            for future in running:
+                future.result()
+        finally:
+            stop.set()
+            for feed in feeds:
+                feed.put(None)
     on_batch(count)
-    if count < total:
-        # The stream ended before its declared length: hold the last pose so the output keeps the duration.
-        detected[count:] = False
+    keypoints, detected = _join_chunks(chunks, readings, found, total)
+    # Frames past the end of a stream shorter than declared stay undetected: the last pose is held.
     track = PoseTrack(
         keypoints=keypoints, detected=detected, fps=info.output_fps, width=info.width, height=info.height
     )
-    if detected.any():
+    if track.detected.any():
         fill_gaps(track)
         smooth_track(track)
     return track
+
+
+def _person_landmarks(pose, rgb: np.ndarray, info: VideoInfo) -> np.ndarray | None:
+    """One frame's landmarks in source pixels, or None when BlazePose sees no person (or a drawn figure)."""
+    result = pose.process(rgb)
+    points = landmarks_array(result, info.width, info.height)
+    if points is None or result.segmentation_mask is None:
+        return None
+    if torso_coverage(points, result.segmentation_mask, rgb.shape[1] / info.width) < 0.3:
+        return None
+    return points
+
+
+def _join_chunks(
+    chunks: list[range], readings: list[np.ndarray], found: list[np.ndarray], total: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One track (keypoints, detected) from the chunks' readings, each lead-in cross-faded linearly into the
+    previous chunk's reading of the same frames; where only one of the two found the person, that one."""
+    keypoints = np.zeros((total, N_LANDMARKS, 4), np.float32)
+    detected = np.zeros(total, bool)
+    for chunk, reading, seen in zip(chunks, readings, found, strict=True):
+        lead = lead_in(chunk)
+        keypoints[chunk.start : chunk.stop] = reading[len(lead) :]
+        detected[chunk.start : chunk.stop] = seen[len(lead) :]
+        if not len(lead):
+            continue
+        weight = np.arange(1, len(lead) + 1, dtype=np.float32) / (len(lead) + 1)
+        weight[~seen[: len(lead)]] = 0.0
+        weight[seen[: len(lead)] & ~detected[lead.start : lead.stop]] = 1.0
+        theirs = keypoints[lead.start : lead.stop]
+        keypoints[lead.start : lead.stop] = theirs + (reading[: len(lead)] - theirs) * weight[:, None, None]
+        detected[lead.start : lead.stop] |= seen[: len(lead)]
+    return keypoints, detected
 
 
 def fill_gaps(track: PoseTrack, min_visibility: float = 0.3) -> None:
