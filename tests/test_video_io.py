@@ -61,3 +61,22 @@ def test_shrinking_yuv_planes_keeps_the_colours(colorspace, size):
     assert np.abs(ours - truth).mean() < 1.5
     assert np.abs((ours - truth).mean(axis=(0, 1))).max() < 1.0  # no colour cast
     assert np.abs(ours - truth).mean() <= np.abs(swscale - truth).mean() + 0.5
+
+
+def test_the_output_says_which_colour_matrix_made_it(tmp_path):
+    # Untagged HD video is shown with the BT.709 matrix by most players; the writer uses BT.601's, and says so.
+    from marionet.media.video import _shrunk_rgb
+
+    out = tmp_path / "red.mp4"
+    red = np.full((360, 640, 3), (200, 30, 40), np.uint8)
+    with VideoWriter(out, width=640, height=360, fps=25, preset="ultrafast") as writer:
+        for _ in range(3):
+            writer.write(red)
+    data = out.read_bytes()
+    colr = data.index(b"colr")
+    # nclx: primaries 1 (BT.709), transfer 1 (BT.709), matrix 6 (SMPTE 170M = BT.601), limited range.
+    assert data[colr + 4 : colr + 15] == b"nclx\x00\x01\x00\x01\x00\x06\x00"
+    with av.open(str(out)) as container:
+        frame = next(container.decode(video=0))
+    assert (frame.colorspace, frame.color_range) == (6, 1)
+    assert np.abs(_shrunk_rgb(frame, 64, 36).astype(int) - (200, 30, 40)).max() <= 2

@@ -162,7 +162,9 @@ def _yuv_to_rgb(kr: float, kb: float) -> np.ndarray:
 
 
 _BT709, _BT601 = _yuv_to_rgb(0.2126, 0.0722), _yuv_to_rgb(0.299, 0.114)
-_COLORSPACE_BT709, _RANGE_LIMITED = 1, 1  # FFmpeg's AVCOL_SPC_BT709 and AVCOL_RANGE_MPEG
+# FFmpeg's (ISO/IEC 23091-2) codes: AVCOL_SPC_BT709, AVCOL_SPC_SMPTE170M (the BT.601 matrix), AVCOL_RANGE_MPEG,
+# AVCOL_PRI_BT709, AVCOL_TRC_BT709.
+_COLORSPACE_BT709, _SPC_SMPTE170M, _RANGE_LIMITED, _PRIMARIES_BT709, _TRC_BT709 = 1, 6, 1, 1, 1
 
 
 def _shrunk_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
@@ -174,7 +176,7 @@ def _shrunk_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
 
     planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes]
     yuv = cv2.merge([cv2.resize(plane, (width, height), interpolation=cv2.INTER_AREA) for plane in planes])
-    # FFmpeg's own default for an untagged clip is BT.601.
+    # FFmpeg's own default for an untagged clip is BT.601, as are the SMPTE 170M / BT.470BG tags.
     return cv2.transform(yuv, _BT709 if frame.colorspace == _COLORSPACE_BT709 else _BT601)
 
 
@@ -207,6 +209,11 @@ class VideoWriter:
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = Fraction(1, 1) / self.fps
         self._stream.options = {"crf": str(crf), "preset": preset}
+        # Say how the pixels were made (BT.601 matrix, limited range, sRGB/BT.709 primaries and curve):
+        # untagged HD video is shown with the BT.709 matrix by most players, a visible shift in skin and reds.
+        context = self._stream.codec_context
+        context.colorspace, context.color_range = _SPC_SMPTE170M, _RANGE_LIMITED
+        context.color_primaries, context.color_trc = _PRIMARIES_BT709, _TRC_BT709
         self._audio: _AudioCarrier | None = None
         if audio_from is not None:
             carrier = _AudioCarrier(audio_from, self._container)
