@@ -117,12 +117,12 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
 
 def pose_chunks(total: int) -> list[range]:
     """The clip's frames cut into contiguous chunks, each analysed by a fresh BlazePose graph (its first frame
-    finds the person again, as the clip's first frame does). The cut depends on the frame count alone, so a
-    clip's track is the same on any machine however the chunks are scheduled."""
+    finds the person again, as the clip's first frame does). The cut depends on the frame count alone, not on
+    POSE_LANES, so a clip's track is the same however many lanes work through its chunks."""
     if total < 2 * MIN_CHUNK_FRAMES:
         return [range(total)]
-    count = max(POSE_LANES, math.ceil(total / MAX_CHUNK_FRAMES))
-    count += -count % POSE_LANES  # a whole number of rounds, so the lanes finish together
+    count = max(2, math.ceil(total / MAX_CHUNK_FRAMES))
+    count += count % 2  # an even count, so two lanes finish together
     size = math.ceil(total / count)
     return [range(start, min(total, start + size)) for start in range(0, total, size)]
 
