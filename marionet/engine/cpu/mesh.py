@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from marionet.engine.cpu.rig import PartSpec, cap_radius, head_radius, part_costs, part_thickness
+from marionet.engine.cpu.rig import (
+    PartSpec,
+    cap_radius,
+    grown_box,
+    head_radius,
+    part_costs,
+    part_thickness,
+)
 
 # Each part's parent in the skeleton; a part blends with its parent around the part's proximal joint.
 PARENT = {
@@ -113,10 +120,8 @@ def build_mesh(
         own = (labels == part).astype(np.uint8)
         if own.sum() < 16:
             continue
-        # The dilations below, done in the part's box grown by their reach: the same pixels, a tenth the work.
-        bx, by, bw, bh = cv2.boundingRect(own)
-        bx0, by0 = max(0, bx - reach - 3), max(0, by - reach - 3)
-        box = (slice(by0, min(height, by + bh + reach + 3)), slice(bx0, min(width, bx + bw + reach + 3)))
+        box = grown_box(own, reach + 2)  # the two dilations below reach this far
+        by0, bx0 = box[0].start, box[1].start
         # Parts overlap by two pixels so resampled seams never let the background show through.
         pixels = cv2.dilate(own[box], np.ones((5, 5), np.uint8)) & person[box]
         near = cv2.dilate(pixels, grow)

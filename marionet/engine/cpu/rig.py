@@ -189,16 +189,20 @@ def fill_background(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray) -> np.
     height, width = rgb.shape[:2]
     grow = max(3, round(min(height, width) / 28))
     hole = ((alpha > 0.02) | (soft > 0.05)).astype(np.uint8)
-    x, y, w, h = cv2.boundingRect(hole)
-    box = (slice(max(0, y - grow), y + h + grow), slice(max(0, x - grow), x + w + grow))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-    hole[box] = cv2.dilate(
-        hole[box], disc
-    )  # in the person's box grown by the reach: the same pixels, less work
+    box = grown_box(hole, grow)
+    hole[box] = cv2.dilate(hole[box], disc)
     filled = push_pull_fill(rgb, 1.0 - hole.astype(np.float32))
     blend = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 3)[..., None]
     blend = np.maximum(blend, hole[..., None].astype(np.float32))
     return (rgb * (1 - blend) + filled * blend).astype(np.uint8)
+
+
+def grown_box(mask: np.ndarray, reach: int) -> tuple[slice, slice]:
+    """The bounding box of a mask's nonzero pixels grown by `reach` (clipped to the mask): a dilation by at
+    most `reach` done inside it gives the same pixels as over the whole mask, for a fraction of the work."""
+    x, y, w, h = cv2.boundingRect(mask)
+    return slice(max(0, y - reach), y + h + reach), slice(max(0, x - reach), x + w + reach)
 
 
 def push_pull_fill(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
