@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import shutil
 import tempfile
@@ -260,6 +261,20 @@ def test_the_track_does_not_depend_on_how_many_lanes_read_it(monkeypatch):
     assert len(pose.pose_chunks(info.output_frame_count)) == 2
     assert np.array_equal(one.detected, two.detected) and one.detected.all()
     assert np.array_equal(one.keypoints, two.keypoints)
+
+
+@pytest.mark.slow
+def test_a_stream_shorter_than_declared_ends_the_pose_pass_with_the_last_pose_held():
+    # Declared 400 frames, 106 in the stream: the second chunk stops early, the third and fourth never start.
+    video = DATA / "halfbody_talk_3s.mp4"
+    info = dataclasses.replace(probe_video(video), frame_count=400)
+    assert len(pose.pose_chunks(400)) == 4
+    track = pose.extract_pose_track(video, info, lambda done: None)
+    assert track.frame_count == 400
+    assert track.detected[:106].all() and not track.detected[106:].any()
+    held = track.keypoints[116:, :, :2]  # after the smoothing's few frames of settling
+    assert np.allclose(held, held[0], atol=0.05)  # one pose held still to the declared end
+    assert np.abs(held[0] - track.keypoints[105, :, :2]).max() < 30.0  # the last one seen
 
 
 def test_chunks_are_joined_by_a_cross_fade_not_a_jump():
