@@ -83,8 +83,8 @@ class CpuEngine:
         info = probe_video(request.video_path)
         canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
         use_mesh = self.renderer == "mesh"
-        # The image's pose, cut-out and rig (one core) run while the video's pose pass (the other core) does;
-        # a character that fails stops the pose pass at its next batch.
+        # The image's pose, cut-out and rig run in a thread beside the video's pose pass (its decoder and two
+        # BlazePose graphs); a character that fails stops the pose pass at its next batch.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marionet-rig") as pool:
             character = pool.submit(_character, image, canvas, quality.mesh_cells if use_mesh else None)
 
