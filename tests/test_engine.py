@@ -313,6 +313,29 @@ def test_a_cancelled_pose_pass_stops_its_lanes(tmp_path):
     assert not [t for t in threading.enumerate() if t.name.startswith("marionet-pose")]
 
 
+@pytest.mark.slow
+def test_with_two_dancers_of_one_size_one_is_followed_across_every_chunk(tmp_path):
+    """Each chunk's graph follows whoever it finds first; with two equal dancers side by side (the second
+    mirrored and a second ahead) the track must still stay on one of them for the whole clip."""
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    clip = tmp_path / "twins.mp4"
+    ahead = round(info.output_fps)
+    frames = []
+    with VideoWriter(clip, width=720, height=640, fps=info.output_fps, preset="ultrafast") as writer:
+        for index, _, rgb in read_frames(source, info, max_side=640):
+            frames.append(cv2.resize(rgb, (360, 640)))
+            if index >= ahead:
+                writer.write(np.ascontiguousarray(np.hstack([frames.pop(0), frames[-1][:, ::-1]])))
+    twins = probe_video(clip)
+    assert len(pose.pose_chunks(twins.output_frame_count)) >= 4
+    track = pose.extract_pose_track(clip, twins, lambda done: None)
+    assert track.person_share > 0.9
+    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    followed_left = hips_x[0] < 360
+    assert np.all((hips_x < 360) == followed_left)
+
+
 def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():
     frames = 40
     keypoints = np.zeros((frames, 33, 4), np.float32)

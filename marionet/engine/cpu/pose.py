@@ -10,7 +10,7 @@ import contextlib
 import math
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +139,9 @@ def extract_pose_track(
     """BlazePose in video mode over every output frame (streamed, downscaled), then gap filling and smoothing.
 
     One decoder feeds POSE_LANES graphs, each working through its own chunks of the clip on its own core
-    (BlazePose on one core is the slowest stage of a job). `on_batch` is called from the calling thread with
-    the number of frames analysed, after every `batch` of them; an exception it raises stops the pass.
+    (BlazePose on one core is the slowest stage of a job); every chunk then follows the person the first one
+    found. `on_batch` is called from the calling thread with the number of frames analysed, after every
+    `batch` of them; an exception it raises stops the pass.
     """
     total = info.output_frame_count
     chunks = pose_chunks(total)
@@ -154,17 +155,14 @@ def extract_pose_track(
     analysed = [0] * len(chunks)  # frames done per chunk, each written by its own lane only
 
     def analyse(chunk: int) -> None:
-        first = lead_in(chunks[chunk]).start
+        frames = iter(feeds[chunk].get, None)
         try:
-            with pose_solution().Pose(
-                static_image_mode=False, model_complexity=1, enable_segmentation=True, smooth_landmarks=False
-            ) as pose:
-                while not stop.is_set() and (item := feeds[chunk].get()) is not None:
-                    index, rgb = item
-                    points = _person_landmarks(pose, rgb, info)
-                    if points is not None:
-                        readings[chunk][index - first] = points
-                        found[chunk][index - first] = True
+            with contextlib.closing(
+                _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], info)
+            ) as reads:
+                for index in reads:
+                    if stop.is_set():
+                        break
                     analysed[chunk] += index >= chunks[chunk].start
         finally:
             slots.release()
@@ -210,6 +208,7 @@ def extract_pose_track(
             for feed in feeds:
                 feed.put(None)
     on_batch(count)
+    _follow_one_person(video_path, info, chunks, readings, found, lambda: on_batch(count), batch)
     keypoints, detected = _join_chunks(chunks, readings, found, total)
     # Frames past the end of a stream shorter than declared stay undetected: the last pose is held.
     track = PoseTrack(
@@ -219,6 +218,110 @@ def extract_pose_track(
         fill_gaps(track)
         smooth_track(track)
     return track
+
+
+def _follow_one_person(
+    video_path: Path,
+    info: VideoInfo,
+    chunks: list[range],
+    readings: list[np.ndarray],
+    found: list[np.ndarray],
+    check: Callable[[], None],
+    batch: int,
+) -> None:
+    """A chunk's graph follows whoever it finds first: with several people in the clip, that may not be the
+    person the track has followed so far. Such a chunk is read again (one graph, after the parallel pass),
+    shown that person first. `check` is called every `batch` frames, so a cancel is honoured."""
+    for chunk in range(1, len(chunks)):
+        box = _other_person(chunks, readings, found, chunk, info)
+        if box is None:
+            continue
+        readings[chunk][:], found[chunk][:] = 0.0, False
+        frames = _frames_in(video_path, info, range(lead_in(chunks[chunk]).start, chunks[chunk].stop))
+        reads = _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], info, box)
+        with contextlib.closing(reads):
+            for index in reads:
+                if index % batch == 0:
+                    check()
+
+
+def _frames_in(video_path: Path, info: VideoInfo, span: range) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, analysis-size rgb) of the frames in `span`, decoded from the start of the file."""
+    frames = read_frames(video_path, info, max_side=ANALYSIS_SIDE)
+    with contextlib.closing(frames):
+        for index, _, rgb in frames:
+            if index >= span.stop:
+                return
+            if index >= span.start:
+                yield index, rgb
+
+
+def _read_chunk(
+    frames: Iterable[tuple[int, np.ndarray]],
+    chunk: range,
+    reading: np.ndarray,
+    found: np.ndarray,
+    info: VideoInfo,
+    focus: tuple[int, int, int, int] | None = None,
+) -> Iterator[int]:
+    """One fresh BlazePose graph over a chunk's lead-in and own frames (index, rgb), filling `reading` and
+    `found`; yields each index once it is read. With `focus` (x0, y0, x1, y1 in source pixels), frames show
+    only that box until a person is found there (at most through the lead-in), so the graph starts on that
+    person and then tracks them."""
+    first = lead_in(chunk).start
+    with pose_solution().Pose(
+        static_image_mode=False, model_complexity=1, enable_segmentation=True, smooth_landmarks=False
+    ) as pose:
+        for index, rgb in frames:
+            if index >= chunk.start:
+                focus = None
+            if focus is not None:
+                scale = rgb.shape[1] / info.width
+                x0, y0, x1, y1 = (round(v * scale) for v in focus)
+                shown = np.full_like(rgb, 128)
+                shown[y0:y1, x0:x1] = rgb[y0:y1, x0:x1]
+                rgb = shown
+            points = _person_landmarks(pose, rgb, info)
+            if points is not None:
+                reading[index - first] = points
+                found[index - first] = True
+                focus = None
+            yield index
+
+
+def _other_person(
+    chunks: list[range], readings: list[np.ndarray], found: list[np.ndarray], chunk: int, info: VideoInfo
+) -> tuple[int, int, int, int] | None:
+    """Where the previous chunk's person is, when `chunk` read someone else over the frames both read (their
+    torsos more than half a torso length apart): a box around that person at the lead-in's first frame both
+    saw; None when both followed the same person, or there is nothing to compare."""
+    lead = lead_in(chunks[chunk])
+    before = np.arange(lead.start, lead.stop) - lead_in(chunks[chunk - 1]).start
+    ours, theirs = readings[chunk][: len(lead)], readings[chunk - 1][before]
+    both = np.nonzero(found[chunk][: len(lead)] & found[chunk - 1][before])[0]
+    if not both.size:
+        return None
+    torso = [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP]
+    length = np.linalg.norm(
+        theirs[both][:, [L_SHOULDER, R_SHOULDER], :2].mean(axis=1)
+        - theirs[both][:, [L_HIP, R_HIP], :2].mean(axis=1),
+        axis=1,
+    )
+    apart = np.linalg.norm(
+        ours[both][:, torso, :2].mean(axis=1) - theirs[both][:, torso, :2].mean(axis=1), axis=1
+    )
+    if np.median(apart / np.maximum(length, 1.0)) <= 0.5:
+        return None
+    person = theirs[both[0]]
+    seen = person[person[:, 3] >= 0.5, :2] if (person[:, 3] >= 0.5).sum() >= 4 else person[:, :2]
+    (x0, y0), (x1, y1) = seen.min(axis=0), seen.max(axis=0)
+    margin = 0.25 * max(x1 - x0, y1 - y0)
+    return (
+        int(max(0, x0 - margin)),
+        int(max(0, y0 - margin)),
+        int(min(info.width, x1 + margin)),
+        int(min(info.height, y1 + margin)),
+    )
 
 
 def _person_landmarks(pose, rgb: np.ndarray, info: VideoInfo) -> np.ndarray | None:
