@@ -33,6 +33,7 @@ TRACK_VERSION = "v4"
 ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the source is most of the speed
 POSE_LANES = 2  # BlazePose graphs running side by side on the clip's chunks, one core each
 MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
+LARGER_PERSON = 1.05  # a second person this much larger (torso length) than the one found is followed instead
 SEAM_FRAMES = 10  # frames over which one chunk's reading takes over from the previous one's
 
 
@@ -154,11 +155,14 @@ def extract_pose_track(
     slots = threading.Semaphore(POSE_LANES + 1)
     analysed = [0] * len(chunks)  # frames done per chunk, each written by its own lane only
 
+    larger: list[tuple[int, int, int, int] | None] = []  # the first chunk's check for a larger person
+
     def analyse(chunk: int) -> None:
         frames = iter(feeds[chunk].get, None)
+        check = (lambda rgb, points: larger.append(_larger_person(rgb, points, info))) if chunk == 0 else None
         try:
             with contextlib.closing(
-                _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], info)
+                _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], info, on_first=check)
             ) as reads:
                 for index in reads:
                     if stop.is_set():
@@ -208,7 +212,16 @@ def extract_pose_track(
             for feed in feeds:
                 feed.put(None)
     on_batch(count)
-    _follow_one_person(video_path, info, chunks, readings, found, lambda: on_batch(count), batch)
+    _follow_one_person(
+        video_path,
+        info,
+        chunks,
+        readings,
+        found,
+        larger[0] if larger else None,
+        lambda: on_batch(count),
+        batch,
+    )
     keypoints, detected = _join_chunks(chunks, readings, found, total)
     # Frames past the end of a stream shorter than declared stay undetected: the last pose is held.
     track = PoseTrack(
@@ -226,23 +239,67 @@ def _follow_one_person(
     chunks: list[range],
     readings: list[np.ndarray],
     found: list[np.ndarray],
+    larger: tuple[int, int, int, int] | None,
     check: Callable[[], None],
     batch: int,
 ) -> None:
-    """A chunk's graph follows whoever it finds first: with several people in the clip, that may not be the
-    person the track has followed so far. Such a chunk is read again (one graph, after the parallel pass),
-    shown that person first. `check` is called every `batch` frames, so a cancel is honoured."""
-    for chunk in range(1, len(chunks)):
-        box = _other_person(chunks, readings, found, chunk, info)
-        if box is None:
-            continue
-        readings[chunk][:], found[chunk][:] = 0.0, False
-        frames = _frames_in(video_path, info, range(lead_in(chunks[chunk]).start, chunks[chunk].stop))
-        reads = _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], info, box)
-        with contextlib.closing(reads):
+    """One person through the whole clip, the largest, as the hosted service follows. A chunk's graph follows
+    whoever its detector scores best at its first frame: the first chunk is read again on the `larger` person
+    its lane saw beside the one it found (a box, or None), and any later chunk that followed someone else than
+    the chunk before it is read again, shown that person first (one graph each, after the parallel pass; only
+    clips with several people pay for it). `check` is called every `batch` frames read, for cancels."""
+
+    def reread(chunk: int, start: int, focus: tuple[int, int, int, int]) -> None:
+        first = lead_in(chunks[chunk]).start
+        readings[chunk][start - first :], found[chunk][start - first :] = 0.0, False
+        frames = _frames_in(video_path, info, range(start, chunks[chunk].stop))
+        with contextlib.closing(
+            _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], info, focus)
+        ) as reads:
             for index in reads:
                 if index % batch == 0:
                     check()
+
+    if larger is not None:
+        reread(0, int(np.argmax(found[0])), larger)
+    for chunk in range(1, len(chunks)):
+        box = _other_person(chunks, readings, found, chunk, info)
+        if box is not None:
+            reread(chunk, lead_in(chunks[chunk]).start, box)
+
+
+def _larger_person(
+    rgb: np.ndarray, followed: np.ndarray, info: VideoInfo
+) -> tuple[int, int, int, int] | None:
+    """A box around someone larger (torso LARGER_PERSON times as long) than the person `followed` in this
+    analysis frame, found with that person hidden; None when there is nobody else, or nobody larger."""
+    x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in _person_box(followed, info))
+    hidden = rgb.copy()
+    hidden[y0:y1, x0:x1] = 128
+    with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
+        other = _person_landmarks(pose, hidden, info)
+    if other is None or _torso_length(other) < LARGER_PERSON * _torso_length(followed):
+        return None
+    return _person_box(other, info)
+
+
+def _torso_length(points: np.ndarray) -> float:
+    shoulders = points[[L_SHOULDER, R_SHOULDER], :2].mean(axis=0)
+    hips = points[[L_HIP, R_HIP], :2].mean(axis=0)
+    return float(np.linalg.norm(shoulders - hips))
+
+
+def _person_box(points: np.ndarray, info: VideoInfo) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) source pixels around a person's landmarks (the well-seen ones), with a margin."""
+    seen = points[points[:, 3] >= 0.5, :2] if (points[:, 3] >= 0.5).sum() >= 4 else points[:, :2]
+    (x0, y0), (x1, y1) = seen.min(axis=0), seen.max(axis=0)
+    margin = 0.15 * max(x1 - x0, y1 - y0)
+    return (
+        int(max(0, x0 - margin)),
+        int(max(0, y0 - margin)),
+        int(min(info.width, x1 + margin)),
+        int(min(info.height, y1 + margin)),
+    )
 
 
 def _frames_in(video_path: Path, info: VideoInfo, span: range) -> Iterator[tuple[int, np.ndarray]]:
@@ -263,17 +320,18 @@ def _read_chunk(
     found: np.ndarray,
     info: VideoInfo,
     focus: tuple[int, int, int, int] | None = None,
+    on_first: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> Iterator[int]:
     """One fresh BlazePose graph over a chunk's lead-in and own frames (index, rgb), filling `reading` and
     `found`; yields each index once it is read. With `focus` (x0, y0, x1, y1 in source pixels), frames show
-    only that box until a person is found there (at most through the lead-in), so the graph starts on that
-    person and then tracks them."""
+    only that box until a person is found there (for at most SEAM_FRAMES frames), so the graph starts on that
+    person and then tracks them. `on_first(rgb, landmarks)` is called at the first frame a person is found."""
     first = lead_in(chunk).start
     with pose_solution().Pose(
         static_image_mode=False, model_complexity=1, enable_segmentation=True, smooth_landmarks=False
     ) as pose:
-        for index, rgb in frames:
-            if index >= chunk.start:
+        for shown_frames, (index, rgb) in enumerate(frames):
+            if shown_frames >= SEAM_FRAMES:
                 focus = None
             if focus is not None:
                 scale = rgb.shape[1] / info.width
@@ -286,6 +344,9 @@ def _read_chunk(
                 reading[index - first] = points
                 found[index - first] = True
                 focus = None
+                if on_first is not None:
+                    on_first(rgb, points)
+                    on_first = None
             yield index
 
 
@@ -312,16 +373,7 @@ def _other_person(
     )
     if np.median(apart / np.maximum(length, 1.0)) <= 0.5:
         return None
-    person = theirs[both[0]]
-    seen = person[person[:, 3] >= 0.5, :2] if (person[:, 3] >= 0.5).sum() >= 4 else person[:, :2]
-    (x0, y0), (x1, y1) = seen.min(axis=0), seen.max(axis=0)
-    margin = 0.25 * max(x1 - x0, y1 - y0)
-    return (
-        int(max(0, x0 - margin)),
-        int(max(0, y0 - margin)),
-        int(min(info.width, x1 + margin)),
-        int(min(info.height, y1 + margin)),
-    )
+    return _person_box(theirs[both[0]], info)
 
 
 def _person_landmarks(pose, rgb: np.ndarray, info: VideoInfo) -> np.ndarray | None:
