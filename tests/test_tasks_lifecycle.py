@@ -229,3 +229,30 @@ def test_an_idle_server_has_a_task_process_ready_and_the_next_task_runs_in_it(se
         while (children := _task_children(server.proc.pid)) in ([], [spare]) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert len(children) == 1 and children != [spare], children
+
+
+def test_with_a_task_waiting_the_next_task_process_gets_ready_beside_the_running_one(server, data_dir):
+    # A burst: the second task's process does its imports while the first task runs, not after it.
+    with server.client(server.key) as client:
+        body = {
+            "image_url": upload(client, data_dir / "halfbody_ref_elf.jpg"),
+            "video_url": upload(client, data_dir / "halfbody_talk_3s.mp4"),
+        }
+        first = client.post("/v1/videos/generations", json=body).json()["id"]
+        second = client.post("/v1/videos/generations", json=body).json()["id"]
+        wait_for(client, first, lambda t: t["status"] != "pending")
+        deadline = time.monotonic() + 60
+        children: list[int] = []
+        while client.get(f"/v1/tasks/{second}").json()["status"] == "pending" and time.monotonic() < deadline:
+            children = _task_children(server.proc.pid) if len(children) < 2 else children
+            time.sleep(0.05)
+        assert len(children) == 2, children  # the running task's process and the next one's, ready
+        task = wait_for(client, second, lambda t: t["status"] != "pending", timeout=120)
+        running = _task_children(server.proc.pid)
+        if task["status"] == "processing":  # (a task already done has no process left to compare)
+            assert set(running) & set(children), (running, children)  # it runs in the process made ready
+        for task_id in (first, second):
+            assert (
+                wait_for(client, task_id, lambda t: t["status"] in TERMINAL, timeout=120)["status"]
+                == "completed"
+            )

@@ -182,6 +182,11 @@ class Store:
                 return task_id
         return None
 
+    def has_pending(self) -> bool:
+        """Whether any task waits to be claimed (by any key, under its running limit or not)."""
+        with self.session() as s:
+            return s.scalar(select(Task.id).where(Task.status == PENDING).limit(1)) is not None
+
     def record_input(self, task_id: str, duration_s: float) -> None:
         with self.session.begin() as s:
             s.execute(
