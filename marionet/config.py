@@ -52,7 +52,10 @@ class Settings(BaseSettings):
         300.0, gt=0, description="How often expired inputs and results are deleted."
     )
     default_engine_speed: float = Field(
-        8.0, gt=0, description="Engine seconds per video second until recent tasks have measured it."
+        # marionet-cpu measures about 0.8-0.95 in std and 1.5-2 in pro on 2 cores (benchmarks/RESULTS.md).
+        2.0,
+        gt=0,
+        description="Engine seconds per video second until recent tasks have measured it.",
     )
     callback_attempts: int = Field(5, ge=1, description="Tries to deliver a callback before giving up.")
     callback_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry.")
