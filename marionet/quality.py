@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from marionet.engine.cpu.pose import landmarks_array, pose_solution
+from marionet.engine.cpu.pose import landmarks_array, pose_solution, torso_length
 from marionet.media.video import VideoInfo, probe_video, read_frames
 
 # Upper arms, forearms, thighs, shins (BlazePose indices).
@@ -152,9 +152,7 @@ def jitter(seq: _Sequence) -> float:
     triple = seq.detected[:-2] & seq.detected[1:-1] & seq.detected[2:]
     if not triple.any():
         return float("nan")
-    shoulders = (k[:, 11, :2] + k[:, 12, :2]) / 2
-    hips = (k[:, 23, :2] + k[:, 24, :2]) / 2
-    size = float(np.median(np.linalg.norm(shoulders - hips, axis=1)[seq.detected]))
+    size = float(np.median(torso_length(k[seq.detected])))
     points = k[:, list(JITTER_LANDMARKS), :2]
     accel = np.linalg.norm(points[2:] - 2 * points[1:-1] + points[:-2], axis=2)  # (frames-2, landmarks)
     return float(accel[triple].mean() / max(size, 1e-6))

@@ -278,15 +278,16 @@ def _larger_person(
     hidden[y0:y1, x0:x1] = 128
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         other = _person_landmarks(pose, hidden, info)
-    if other is None or _torso_length(other) < LARGER_PERSON * _torso_length(followed):
+    if other is None or torso_length(other) < LARGER_PERSON * torso_length(followed):
         return None
     return _person_box(other, info)
 
 
-def _torso_length(points: np.ndarray) -> float:
-    shoulders = points[[L_SHOULDER, R_SHOULDER], :2].mean(axis=0)
-    hips = points[[L_HIP, R_HIP], :2].mean(axis=0)
-    return float(np.linalg.norm(shoulders - hips))
+def torso_length(points: np.ndarray) -> np.ndarray:
+    """Shoulder-midpoint to hip-midpoint distance of (..., 33, >=2) landmarks: one per pose."""
+    shoulders = points[..., [L_SHOULDER, R_SHOULDER], :2].mean(axis=-2)
+    hips = points[..., [L_HIP, R_HIP], :2].mean(axis=-2)
+    return np.linalg.norm(shoulders - hips, axis=-1)
 
 
 def _person_box(points: np.ndarray, info: VideoInfo) -> tuple[int, int, int, int]:
@@ -363,15 +364,10 @@ def _other_person(
     if not both.size:
         return None
     torso = [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP]
-    length = np.linalg.norm(
-        theirs[both][:, [L_SHOULDER, R_SHOULDER], :2].mean(axis=1)
-        - theirs[both][:, [L_HIP, R_HIP], :2].mean(axis=1),
-        axis=1,
-    )
     apart = np.linalg.norm(
         ours[both][:, torso, :2].mean(axis=1) - theirs[both][:, torso, :2].mean(axis=1), axis=1
     )
-    if np.median(apart / np.maximum(length, 1.0)) <= 0.5:
+    if np.median(apart / np.maximum(torso_length(theirs[both]), 1.0)) <= 0.5:
         return None
     return _person_box(theirs[both[0]], info)
 
@@ -435,10 +431,7 @@ def smooth_track(track: PoseTrack, min_cutoff: float = 3.0, beta: float = 6.0, d
 
 
 def _body_size(track: PoseTrack) -> float:
-    k = track.keypoints[track.detected]
-    shoulders = (k[:, L_SHOULDER, :2] + k[:, R_SHOULDER, :2]) / 2
-    hips = (k[:, L_HIP, :2] + k[:, R_HIP, :2]) / 2
-    return float(np.median(np.linalg.norm(shoulders - hips, axis=1))) * 3.0
+    return float(np.median(torso_length(track.keypoints[track.detected]))) * 3.0
 
 
 def _one_euro(values: np.ndarray, fps: float, min_cutoff: float, beta: float, d_cutoff: float) -> np.ndarray:
