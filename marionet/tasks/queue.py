@@ -146,17 +146,20 @@ class EmbeddedDispatcher:
 
     def _ensure_spare(self) -> bool:
         """Start this thread's spare child unless a live one waits already; False once the pool is stopping."""
-        name = threading.current_thread().name
         with self._lock:
             if self._stopping.is_set():
                 return False
-            spare = self._spares.get(name)
-            if spare is not None and spare.process.is_alive():
-                return True
+            self._live_spare(threading.current_thread().name)
+            return True
+
+    def _live_spare(self, name: str) -> _Spare:
+        """Thread `name`'s spare, a fresh one in place of none or of one that died; the caller holds the lock."""
+        spare = self._spares.get(name)
+        if spare is None or not spare.process.is_alive():
             if spare is not None:
                 spare.discard()
-            self._spares[name] = _Spare.start(self._ctx, self.settings)
-            return True
+            spare = self._spares[name] = _Spare.start(self._ctx, self.settings)
+        return spare
 
     def _run_child(self, task_id: str) -> None:
         name = threading.current_thread().name
@@ -164,11 +167,11 @@ class EmbeddedDispatcher:
             if self._stopping.is_set():  # stop() has already taken its copy: run nothing it cannot stop
                 self.store.requeue(task_id, refund_attempt=True)
                 return
-            spare = self._spares.pop(name, None)
-            if spare is None or not spare.hand_over(task_id):
-                # The spare died while waiting (or was never started): a fresh child takes the task.
-                if spare is not None:
-                    spare.discard()
+            spare = self._live_spare(name)
+            del self._spares[name]
+            if not spare.hand_over(task_id):
+                # It died between the check and the hand-over: a fresh child takes the task.
+                spare.discard()
                 spare = _Spare.start(self._ctx, self.settings)
                 if not spare.hand_over(task_id):
                     spare.discard()
