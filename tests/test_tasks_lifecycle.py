@@ -96,9 +96,8 @@ def test_task_completes_with_progress_result_and_signed_callback(server, data_di
     metrics = httpx.get(f"{server.url}/metrics").text
     assert float(re.search(r"^marionet_engine_seconds_total (\S+)$", metrics, re.M).group(1)) > 0
     speed = float(re.search(r"^marionet_engine_seconds_per_video_second (\S+)$", metrics, re.M).group(1))
-    assert (
-        speed > 0 and speed != Settings().default_engine_speed
-    )  # measured, no longer the configured default
+    # Measured, no longer the configured default.
+    assert speed > 0 and speed != Settings().default_engine_speed
     # The engine's pose cache belongs to this server's data dir (--data-dir), not to the working directory.
     assert any((server.data_dir / "cache" / "poses").iterdir())
 
