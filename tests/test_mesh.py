@@ -10,7 +10,8 @@ from conftest import DATA
 
 from marionet.engine.cpu import pose
 from marionet.engine.cpu.engine import QUALITY, canvas_size
-from marionet.engine.cpu.render import RenderSettings, render_frame
+from marionet.engine.cpu.mesh import posed_vertices
+from marionet.engine.cpu.render import RenderSettings, render_frame, spec_transforms, tip_shifts
 from marionet.engine.cpu.retarget import Motion
 from marionet.engine.cpu.rig import CharacterRig, J, build_character
 
@@ -76,3 +77,27 @@ def test_a_bent_elbow_keeps_the_arm_whole():
     for t in np.linspace(0.1, 0.9, 9):
         x, y = np.round(joints[elbow] + t * (joints[wrist] - joints[elbow])).astype(int)
         assert np.abs(frame[y, x].astype(np.int16) - background[y, x]).sum() > 30
+
+
+def test_a_foreshortened_forearm_keeps_its_hand_full_size():
+    _, rig = character()
+    mesh = rig.mesh
+    joints = rig.joints.copy()
+    elbow, wrist, hand = J["l_elbow"], J["l_wrist"], J["l_hand"]
+    short = 0.4  # the driver's forearm points at the camera
+    joints[[wrist, hand]] += (short - 1.0) * (joints[wrist] - joints[elbow])
+    motion = still(rig, joints)
+    transforms = np.array(spec_transforms(rig, motion, 0, list(zip(mesh.specs, mesh.axes, strict=True))))
+    shifts = tip_shifts(rig, motion, 0, mesh.specs)
+    part = next(i for i, s in enumerate(mesh.specs) if s.name == "l_forearm")
+    layer = next(layer for layer in mesh.layers if layer.part == part)
+    own = layer.weights[:, part] > 0.999
+    posed = posed_vertices(layer, transforms, shifts)
+    axis = mesh.axes[part]
+    rest_along = (layer.rest - rig.joints[wrist]) @ axis
+    posed_along = (posed - joints[wrist]) @ axis
+    hand_side, arm_side = own & (layer.beyond[:, part] > 0), own & (rest_along < 0)
+    assert hand_side.sum() > 5 and arm_side.sum() > 5
+    # Past the wrist the hand keeps its own length; the forearm itself is drawn short.
+    assert np.allclose(posed_along[hand_side], rest_along[hand_side])
+    assert np.allclose(posed_along[arm_side], short * rest_along[arm_side])

@@ -56,6 +56,9 @@ class MeshLayer:
     rest: np.ndarray  # (vertices, 2) float64 rest positions, canvas pixels
     weights: np.ndarray  # (vertices, parts) float64, rows sum to 1
     triangles: np.ndarray  # (triangles, 3) int32 vertex indices, in draw order within the layer
+    beyond: (
+        np.ndarray
+    )  # (vertices, parts) rest distance past the end joint of a hand's or foot's part, else 0
     rgba: np.ndarray  # premultiplied RGBA crop (uint8) of this layer's pixels at `origin`
     origin: tuple[int, int]
 
@@ -108,6 +111,8 @@ def build_mesh(
     tri2 = np.where(flip[..., None], np.stack([a, d, c], -1), np.stack([b, d, c], -1)).reshape(-1, 3)
     triangles = np.concatenate([tri1, tri2]).astype(np.int32)
     centroids = nodes[triangles].mean(axis=1)
+    axes = np.array([_unit(joints[s.end] - joints[s.start]) for s in specs])
+    beyond = _beyond_end(nodes, specs, joints, axes)
 
     premult = np.dstack([rgb.astype(np.float32) * alpha[..., None], alpha * 255]).clip(0, 255)
     # Every triangle within 3 px of the pixels: the half-resolution maps lose the mesh's outermost 2 px.
@@ -146,11 +151,11 @@ def build_mesh(
                 rest=nodes[used].astype(np.float64),
                 weights=_confine(weights, node_labels, nodes, used, part),
                 triangles=local.reshape(-1, 3).astype(np.int32),
+                beyond=beyond[used],
                 rgba=np.ascontiguousarray(crop),
                 origin=(ox, oy),
             )
         )
-    axes = np.array([_unit(joints[s.end] - joints[s.start]) for s in specs])
     return CharacterMesh(specs=specs, axes=axes, layers=layers, cell=cell)
 
 
@@ -168,6 +173,17 @@ def _with_caps(
             centre = tuple(int(round(v)) for v in joints[spec.start])
             cv2.circle(disc, centre, cap_radius(labels, part, spec, joints), 1, -1)
             out[(disc > 0) & (person > 0) & (labels == parent)] = part
+    return out
+
+
+def _beyond_end(nodes: np.ndarray, specs: list[PartSpec], joints: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """(nodes, parts): how far each node lies past the end joint along the bone of a part that reaches past it
+    (the forearm's hand, the shin's foot); 0 before it and for every other part."""
+    out = np.zeros((len(nodes), len(specs)))
+    for part, spec in enumerate(specs):
+        if spec.reach != spec.end:
+            length = float(np.linalg.norm(joints[spec.end] - joints[spec.start]))
+            out[:, part] = np.maximum((nodes - joints[spec.start]) @ axes[part] - length, 0.0)
     return out
 
 
@@ -262,13 +278,24 @@ def _confine(
     return out
 
 
-def draw_layer(canvas: np.ndarray, layer: MeshLayer, transforms: np.ndarray, interpolation: int) -> None:
-    """Deform `layer` by linear blend skinning and composite it over `canvas` (premultiplied "over")."""
-    height, width = canvas.shape[:2]
-    # (vertices, 2): sum over parts of weight * (A_part @ [x, y, 1]).
+def posed_vertices(layer: MeshLayer, transforms: np.ndarray, tip_shifts: np.ndarray) -> np.ndarray:
+    """(vertices, 2): sum over parts of weight * (A_part @ [x, y, 1] + beyond_part * tip_shift_part)."""
     homogeneous = np.hstack([layer.rest, np.ones((len(layer.rest), 1))])
     per_part = np.einsum("pij,vj->vpi", transforms, homogeneous)
-    posed = np.einsum("vp,vpi->vi", layer.weights, per_part)
+    per_part += layer.beyond[:, :, None] * tip_shifts[None, :, :]
+    return np.einsum("vp,vpi->vi", layer.weights, per_part)
+
+
+def draw_layer(
+    canvas: np.ndarray, layer: MeshLayer, transforms: np.ndarray, tip_shifts: np.ndarray, interpolation: int
+) -> None:
+    """Deform `layer` by linear blend skinning and composite it over `canvas` (premultiplied "over").
+
+    `tip_shifts` (parts, 2): per rest pixel past a part's end joint, how far the part's own transform falls
+    short of carrying it unstretched: the hand and foot keep their size while the limb is foreshortened.
+    """
+    height, width = canvas.shape[:2]
+    posed = posed_vertices(layer, transforms, tip_shifts)
     x0, y0 = np.floor(posed.min(axis=0)).astype(int) - 1
     x1, y1 = np.ceil(posed.max(axis=0)).astype(int) + 2
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)

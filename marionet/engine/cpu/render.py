@@ -59,6 +59,21 @@ def spec_transforms(
     return out
 
 
+def tip_shifts(rig: CharacterRig, motion: Motion, frame: int, specs: list[PartSpec]) -> np.ndarray:
+    """(parts, 2): per rest pixel past a limb's end joint, the step along the posed bone that undoes its
+    foreshortening there. A forearm pointing at the camera is drawn short; its hand stays a hand, not a smear."""
+    posed = motion.joints[frame]
+    scale = float(motion.scale[frame])
+    out = np.zeros((len(specs), 2))
+    for part, spec in enumerate(specs):
+        if spec.kind in ("arm", "leg"):
+            bone = posed[spec.end] - posed[spec.start]
+            length = float(np.linalg.norm(bone))
+            along = length / max(float(np.linalg.norm(rig.joints[spec.end] - rig.joints[spec.start])), 1e-6)
+            out[part] = (scale - along) * bone / max(length, 1e-6)
+    return out
+
+
 def _bone_map(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, scale: float):
     # Along the bone: stretch to the posed length (foreshortening); across it: keep the width (times scale).
     u = (b - a) / max(np.linalg.norm(b - a), 1e-6)
@@ -120,10 +135,11 @@ def render_frame(rig: CharacterRig, motion: Motion, frame: int, settings: Render
         transforms = np.array(
             spec_transforms(rig, motion, frame, list(zip(mesh.specs, mesh.axes, strict=True)))
         )
+        shifts = tip_shifts(rig, motion, frame, mesh.specs)
         for layer in sorted(
             mesh.layers, key=lambda layer: (*_group_depth(layer.group, motion, frame), layer.distal)
         ):
-            mesh_stage.draw_layer(canvas, layer, transforms, settings.interpolation)
+            mesh_stage.draw_layer(canvas, layer, transforms, shifts, settings.interpolation)
         return canvas
     height, width = canvas.shape[:2]
     transforms = part_transforms(rig, motion, frame)
