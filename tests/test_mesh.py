@@ -10,10 +10,10 @@ from conftest import DATA
 
 from marionet.engine.cpu import pose
 from marionet.engine.cpu.engine import QUALITY, canvas_size
-from marionet.engine.cpu.mesh import posed_vertices
+from marionet.engine.cpu.mesh import build_mesh, posed_vertices
 from marionet.engine.cpu.render import RenderSettings, render_frame, spec_transforms, tip_shifts
 from marionet.engine.cpu.retarget import Motion
-from marionet.engine.cpu.rig import CharacterRig, J, build_character
+from marionet.engine.cpu.rig import CharacterRig, J, _body_holes, build_character, label_parts, refine_mask
 
 
 @functools.cache
@@ -101,3 +101,44 @@ def test_a_foreshortened_forearm_keeps_its_hand_full_size():
     # Past the wrist the hand keeps its own length; the forearm itself is drawn short.
     assert np.allclose(posed_along[hand_side], rest_along[hand_side])
     assert np.allclose(posed_along[arm_side], short * rest_along[arm_side])
+
+
+def test_only_holes_the_segmentation_doubted_are_filled():
+    body = np.zeros((60, 80), np.uint8)
+    body[10:50, 10:70] = 1
+    body[20:30, 20:30] = 0  # framed sky: sure background
+    body[20:30, 45:55] = 0  # a dark shirt the segmentation half-dropped
+    body[40:60, 35:40] = 0  # a gap open to the bottom edge
+    soft = np.where(body > 0, 0.9, 0.02).astype(np.float32)
+    soft[20:30, 45:55] = 0.3
+    filled = _body_holes(body, soft)
+    assert filled[20:30, 45:55].all()
+    assert not filled[20:30, 20:30].any() and not filled[40:60, 35:40].any()
+    assert filled.sum() == 100
+
+
+def test_a_forearm_in_front_takes_its_pixels_and_the_body_beneath_is_filled():
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    image_pose = pose.detect_image_pose(rgb)
+    canvas = canvas_size(rgb.shape[1], rgb.shape[0], 720)
+    rig = build_character(rgb, image_pose, canvas, QUALITY["std"].mesh_cells)
+    small = cv2.resize(rgb, canvas, interpolation=cv2.INTER_AREA)
+    alpha = refine_mask(small, cv2.resize(image_pose.mask, canvas))
+    # The same rig with its right wrist pulled in front of the face: the forearm's band over the face goes
+    # to the forearm, and the head keeps those pixels beneath it.
+    joints, depth = rig.joints.copy(), np.zeros(len(rig.joints))
+    head, elbow, wrist, hand = J["head"], J["r_elbow"], J["r_wrist"], J["r_hand"]
+    joints[elbow] = joints[head] + (60.0, 120.0)
+    joints[wrist] = joints[head] + (10.0, 30.0)
+    joints[hand] = joints[head] + (-10.0, 10.0)
+    for in_front in (False, True):
+        depth[wrist] = -rig.size if in_front else 0.0
+        specs, labels, beneath = label_parts(alpha, joints, rig.visibility, rig.size, depth=depth)
+        names = [s.name for s in specs]
+        x, y = np.round(joints[wrist]).astype(int)
+        assert names[labels[y, x]] == ("r_forearm" if in_front else "head")
+        assert (beneath[y, x] == names.index("head")) == in_front
+    mesh = build_mesh(small, alpha, joints, specs, labels, rig.size, rig.mesh.cell, beneath)
+    layer = next(layer for layer in mesh.layers if layer.part == names.index("head"))
+    ox, oy = layer.origin
+    assert layer.rgba[y - oy, x - ox, 3] == 255  # the face under the hand, opaque in the head's own layer

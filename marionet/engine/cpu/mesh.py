@@ -21,6 +21,7 @@ from marionet.engine.cpu.rig import (
     head_radius,
     part_costs,
     part_thickness,
+    push_pull_fill,
 )
 
 # Each part's parent in the skeleton; a part blends with its parent around the part's proximal joint.
@@ -86,8 +87,13 @@ def build_mesh(
     labels: np.ndarray,
     size: float,
     cell: float,
+    beneath: np.ndarray | None = None,
 ) -> CharacterMesh:
-    """Grid mesh over the silhouette, skinning weights smoothed across joints, one sub-mesh per depth layer."""
+    """Grid mesh over the silhouette, skinning weights smoothed across joints, one sub-mesh per depth layer.
+
+    `beneath` (from label_parts): the head or torso hidden behind a forearm in the image. That part's layer
+    also covers those pixels, filled from its own around them, so no hole opens when the arm moves away.
+    """
     height, width = alpha.shape
     person = (alpha > 0.02).astype(np.uint8)
     labels = _with_caps(labels, person, joints, specs)
@@ -125,10 +131,11 @@ def build_mesh(
         own = (labels == part).astype(np.uint8)
         if own.sum() < 16:
             continue
-        box = grown_box(own, reach + 2)  # the two dilations below reach this far
+        hidden = np.zeros_like(own) if beneath is None else _hidden_inside(own, beneath == part)
+        box = grown_box(own | hidden, reach + 2)  # the two dilations below reach this far
         by0, bx0 = box[0].start, box[1].start
         # Parts overlap by two pixels so resampled seams never let the background show through.
-        pixels = cv2.dilate(own[box], np.ones((5, 5), np.uint8)) & person[box]
+        pixels = (cv2.dilate(own[box], np.ones((5, 5), np.uint8)) & person[box]) | hidden[box]
         near = cv2.dilate(pixels, grow)
         inside = (cx >= bx0) & (cy >= by0) & (cx < bx0 + near.shape[1]) & (cy < by0 + near.shape[0])
         hit = np.zeros(len(cx), bool)
@@ -142,7 +149,10 @@ def build_mesh(
         soft = cv2.GaussianBlur(
             pixels[oy - by0 : ey - by0, ox - bx0 : ex - bx0].astype(np.float32), (3, 3), 0.7
         )
-        crop = (premult[oy:ey, ox:ex] * soft[..., None]).astype(np.uint8)
+        source = premult[oy:ey, ox:ex]
+        if hidden[oy:ey, ox:ex].any():
+            source = _fill_hidden(source, own[oy:ey, ox:ex], hidden[oy:ey, ox:ex])
+        crop = (source * soft[..., None]).astype(np.uint8)
         layers.append(
             MeshLayer(
                 group=group_of(spec),
@@ -173,6 +183,28 @@ def _with_caps(
             centre = tuple(int(round(v)) for v in joints[spec.start])
             cv2.circle(disc, centre, cap_radius(labels, part, spec, joints), 1, -1)
             out[(disc > 0) & (person > 0) & (labels == parent)] = part
+    return out
+
+
+def _hidden_inside(own: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """The hidden pixels inside the part's own outline (its convex hull): a forearm's band reaching past the
+    chin or hip would otherwise widen the face or body where it never was."""
+    if not hidden.any():
+        return hidden.astype(np.uint8)
+    hull = np.zeros_like(own)
+    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(own)), 1)
+    return (hidden & (hull > 0)).astype(np.uint8)
+
+
+def _fill_hidden(premult: np.ndarray, own: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """The part's premultiplied pixels with those a forearm hid filled in from its own (opaque, smooth)."""
+    out = premult.copy()
+    valid = (own & (1 - hidden)).astype(np.float32) * (premult[..., 3] > 250)
+    if valid.sum() == 0:
+        return out
+    colour = push_pull_fill(premult[..., :3], valid)
+    out[hidden > 0, :3] = colour[hidden > 0]
+    out[hidden > 0, 3] = 255
     return out
 
 

@@ -129,20 +129,21 @@ def build_character(
     keypoints = image_pose.keypoints.copy()
     keypoints[:, 0] *= sx
     keypoints[:, 1] *= sy
+    keypoints[:, 2] *= sx  # BlazePose's z is on the x scale
     joints4 = joints_from_landmarks(keypoints)
     joints = joints4[:, :2].astype(np.float64)
     visibility = joints4[:, 3]
     lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     size = max(float(lengths[0]), 1.0)
     background = fill_background(rgb, alpha, soft)
-    specs, labels = label_parts(alpha, joints, visibility, size)
+    specs, labels, beneath = label_parts(alpha, joints, visibility, size, depth=joints4[:, 2])
     facing = 1 if joints[J["l_shoulder"], 0] >= joints[J["r_shoulder"], 0] else -1
     mesh, parts = None, []
     if mesh_cells:
         from marionet.engine.cpu.mesh import build_mesh
 
         cell = max(4.0, size / mesh_cells)
-        mesh = build_mesh(rgb, alpha, joints, specs, labels, size, cell)
+        mesh = build_mesh(rgb, alpha, joints, specs, labels, size, cell, beneath)
     else:
         parts = split_parts(rgb, alpha, joints, specs, labels)
     return CharacterRig(
@@ -167,11 +168,7 @@ def refine_mask(rgb: np.ndarray, soft: np.ndarray) -> np.ndarray:
         biggest = stats[1:, cv2.CC_STAT_AREA].max()
         keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= 0.02 * biggest]
         binary = np.isin(labels, keep).astype(np.uint8)
-    # Fill holes: anything not reachable from the border is inside the body.
-    flood = binary.copy()
-    pad = np.zeros((flood.shape[0] + 2, flood.shape[1] + 2), np.uint8)
-    cv2.floodFill(flood, pad, (0, 0), 1)
-    binary = binary | (1 - flood)
+    binary |= _body_holes(binary, soft)
     alpha = binary.astype(np.float32)
     if hasattr(cv2, "ximgproc"):
         radius = max(2, round(min(rgb.shape[:2]) / 240))
@@ -179,6 +176,23 @@ def refine_mask(rgb: np.ndarray, soft: np.ndarray) -> np.ndarray:
     else:
         alpha = cv2.GaussianBlur(alpha, (0, 0), 1.0)
     return np.clip(alpha, 0.0, 1.0)
+
+
+def _body_holes(binary: np.ndarray, soft: np.ndarray, min_doubt: float = 0.1) -> np.ndarray:
+    """Pixels the segmentation dropped inside the body: regions no image edge reaches where it was not sure of
+    the background (a dark shirt, a translucent sleeve). The sky framed by a hand on the hip or at the chin
+    scores near 0 and stays background: filled, it would fly off with the arm."""
+    outside = np.pad(binary, 1)
+    cv2.floodFill(outside, None, (0, 0), 1)
+    enclosed = (1 - outside[1:-1, 1:-1]).astype(np.uint8)
+    count, labels = cv2.connectedComponents(enclosed, connectivity=4)
+    if count <= 1:
+        return enclosed
+    doubt = np.bincount(labels.ravel(), weights=soft.ravel(), minlength=count)
+    doubt /= np.maximum(np.bincount(labels.ravel(), minlength=count), 1)
+    keep = doubt >= min_doubt
+    keep[0] = False
+    return keep[labels].astype(np.uint8)
 
 
 def fill_background(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray) -> np.ndarray:
@@ -263,12 +277,16 @@ def cap_radius(labels: np.ndarray, index: int, spec: PartSpec, joints: np.ndarra
     return int(round(0.55 * max(3.0, part_thickness(labels, index, spec, joints))))
 
 
+ARM_CORE = 0.12  # half an arm's width, in shoulder widths: the band around its bone that is surely arm
+IN_FRONT = 0.1  # body sizes nearer the camera (BlazePose z) a wrist must be to lie over a body part
+
+
 def part_costs(points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float) -> np.ndarray:
     """(parts, points) cost of giving each point to each part: distance to the part's bone minus its thickness."""
     shoulders, hips_width = shoulder_width(joints), hip_width(joints)
     torso_radius = 0.4 * max(shoulders, 0.5 * size)
     head = head_radius(joints)
-    limb_core = {"arm": 0.12 * max(shoulders, 0.5 * size), "leg": 0.3 * max(hips_width, 0.3 * size)}
+    limb_core = {"arm": ARM_CORE * max(shoulders, 0.5 * size), "leg": 0.3 * max(hips_width, 0.3 * size)}
     limb_reach = limb_reaches(joints, size)
     cost = np.empty((len(specs), len(points)))
     for i, spec in enumerate(specs):
@@ -294,14 +312,27 @@ def limb_reaches(joints: np.ndarray, size: float) -> dict[str, float]:
 
 
 def label_parts(
-    alpha: np.ndarray, joints: np.ndarray, visibility: np.ndarray, size: float
-) -> tuple[list[PartSpec], np.ndarray]:
-    """Each person pixel's part (index into the returned specs; -1 off the person)."""
+    alpha: np.ndarray,
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    size: float,
+    depth: np.ndarray | None = None,
+) -> tuple[list[PartSpec], np.ndarray, np.ndarray]:
+    """Each person pixel's part (index into the returned specs; -1 off the person), and beneath a forearm held
+    in front of the head or torso, the part it hides (-1 elsewhere).
+
+    With the joints' `depth` (BlazePose z, nearer is smaller), a forearm held in front of the face or the
+    body keeps the pixels along its bone, hand included: a hand at the chin or on the hip leaves with the arm.
+    """
     height, width = alpha.shape
     ys, xs = np.nonzero(alpha > 0.02)
     points = np.stack([xs, ys], axis=1).astype(np.float64)
     specs = visible_parts(visibility)
     cost = part_costs(points, specs, joints, size)
+    plain_label = np.argmin(cost, axis=0)
+    raised = np.zeros(len(points), bool)
+    if depth is not None:
+        raised = _forearms_in_front(cost, points, specs, joints, depth, size)
     label = np.argmin(cost, axis=0)
     # A piece far from the part it fell to (a claw past the hand's reach) goes to its plainly nearest part.
     stray = cost[label, np.arange(len(points))] > 0.5 * size
@@ -311,7 +342,36 @@ def label_parts(
         label[stray] = np.argmin(plain, axis=0)
     labels = np.full((height, width), -1, np.int32)
     labels[ys, xs] = label
-    return specs, labels
+    body = np.array([spec.kind in ("torso", "head") for spec in specs])
+    taken = raised & body[plain_label] & ~body[label]
+    beneath = np.full((height, width), -1, np.int32)
+    beneath[ys[taken], xs[taken]] = plain_label[taken]
+    return specs, labels, beneath
+
+
+def _forearms_in_front(
+    cost: np.ndarray,
+    points: np.ndarray,
+    specs: list[PartSpec],
+    joints: np.ndarray,
+    depth: np.ndarray,
+    size: float,
+) -> np.ndarray:
+    """Where a forearm's core lies over the head or torso and its wrist is nearer the camera than that part,
+    the part gives those pixels up (its cost there is raised out of reach). Returns the points concerned."""
+    core = ARM_CORE * max(shoulder_width(joints), 0.5 * size)
+    torso_depth = float(depth[[J["l_shoulder"], J["r_shoulder"], J["l_hip"], J["r_hip"]]].mean())
+    behind = {"head": float(depth[J["head"]]), "torso": torso_depth}
+    raised = np.zeros(len(points), bool)
+    for spec in specs:
+        if spec.kind != "arm" or spec.reach == spec.end:
+            continue
+        inside = _segment_distance(points, joints[spec.start], joints[spec.reach]) <= core
+        for other, spec_other in enumerate(specs):
+            if spec_other.kind in behind and depth[spec.end] < behind[spec_other.kind] - IN_FRONT * size:
+                cost[other, inside] = np.maximum(cost[other, inside], 8 * size)
+                raised |= inside
+    return raised
 
 
 def split_parts(
