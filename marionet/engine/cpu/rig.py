@@ -160,7 +160,7 @@ def build_character(
 
 
 def refine_mask(rgb: np.ndarray, soft: np.ndarray) -> np.ndarray:
-    """Segmentation snapped to the image's edges (guided filter), one body, no holes: float32 alpha 0..1."""
+    """Segmentation snapped to the image's edges (guided filter), one body, its doubtful holes filled: alpha 0..1."""
     binary = (soft > 0.5).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if count > 1:
