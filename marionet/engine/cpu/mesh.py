@@ -57,9 +57,7 @@ class MeshLayer:
     rest: np.ndarray  # (vertices, 2) float64 rest positions, canvas pixels
     weights: np.ndarray  # (vertices, parts) float64, rows sum to 1
     triangles: np.ndarray  # (triangles, 3) int32 vertex indices, in draw order within the layer
-    beyond: (
-        np.ndarray
-    )  # (vertices, parts) rest distance past the end joint of a hand's or foot's part, else 0
+    beyond: np.ndarray  # (vertices, parts) rest distance past a forearm's wrist or a shin's ankle, else 0
     rgba: np.ndarray  # premultiplied RGBA crop (uint8) of this layer's pixels at `origin`
     origin: tuple[int, int]
 
