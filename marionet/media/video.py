@@ -112,7 +112,9 @@ def read_frames(
     """Yield (index, timestamp_s, rgb) at the output frame rate (the source's, at most 30 fps).
 
     Above 30 fps, the source frame nearest each output timestamp is kept, so duration is preserved.
-    `max_side` shrinks frames while converting them (one swscale pass), for analysis that needs no full size.
+    `max_side` shrinks frames while converting them, for analysis that needs no full size. Shrunk to half or
+    less, frames are decoded without H.264's deblocking filter (a fifth of the decoder's time): the shrink
+    averages away the block edges it would have smoothed.
     """
     info = info or probe_video(path)
     scale = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
@@ -123,6 +125,8 @@ def read_frames(
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if scale <= 0.5:
+            stream.codec_context.options = {"skip_loop_filter": "all"}
         start = None
         for frame in container.decode(stream):
             if index >= total:
