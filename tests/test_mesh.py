@@ -13,7 +13,15 @@ from marionet.engine.cpu.engine import QUALITY, canvas_size
 from marionet.engine.cpu.mesh import build_mesh, posed_vertices
 from marionet.engine.cpu.render import RenderSettings, render_frame, spec_transforms, tip_shifts
 from marionet.engine.cpu.retarget import Motion
-from marionet.engine.cpu.rig import CharacterRig, J, _body_holes, build_character, label_parts, refine_mask
+from marionet.engine.cpu.rig import (
+    JOINT_NAMES,
+    CharacterRig,
+    J,
+    _body_holes,
+    build_character,
+    label_parts,
+    refine_mask,
+)
 
 
 @functools.cache
@@ -142,3 +150,44 @@ def test_a_forearm_in_front_takes_its_pixels_and_the_body_beneath_is_filled():
     layer = next(layer for layer in mesh.layers if layer.part == names.index("head"))
     ox, oy = layer.origin
     assert layer.rgba[y - oy, x - ox, 3] == 255  # the face under the hand, opaque in the head's own layer
+
+
+def test_a_hand_on_the_hip_leaves_the_skirt_under_it_behind():
+    # A drawn figure: white shirt, red skirt, skin arms; the right hand rests on the skirt's waistband.
+    skin, shirt, skirt = (225, 170, 140), (235, 235, 240), (200, 25, 35)
+    rgb = np.full((320, 300, 3), (90, 160, 200), np.uint8)
+    person = np.zeros((320, 300), np.uint8)
+    joints = np.zeros((len(JOINT_NAMES), 2))
+    for name, xy in {
+        "head": (150, 45), "neck": (150, 85), "pelvis": (150, 200),
+        "l_shoulder": (195, 90), "l_elbow": (215, 150), "l_wrist": (220, 200), "l_hand": (222, 215),
+        "r_shoulder": (105, 90), "r_elbow": (60, 150), "r_wrist": (100, 190), "r_hand": (118, 197),
+        "l_hip": (170, 200), "l_knee": (172, 250), "l_ankle": (174, 300), "l_foot": (180, 310),
+        "r_hip": (130, 200), "r_knee": (128, 250), "r_ankle": (126, 300), "r_foot": (120, 310),
+    }.items():  # fmt: skip
+        joints[J[name]] = xy
+    cv2.rectangle(rgb, (112, 85), (188, 180), shirt, -1)
+    cv2.rectangle(rgb, (105, 180), (195, 262), skirt, -1)
+    cv2.circle(rgb, (150, 45), 28, skin, -1)
+    for a, b in (("r_shoulder", "r_elbow"), ("r_elbow", "r_wrist"), ("l_shoulder", "l_elbow"),
+                 ("l_elbow", "l_wrist"), ("l_knee", "l_ankle"), ("r_knee", "r_ankle")):  # fmt: skip
+        cv2.line(rgb, tuple(map(int, joints[J[a]])), tuple(map(int, joints[J[b]])), skin, 14)
+    cv2.ellipse(rgb, (112, 194), (14, 9), 20, 0, 360, skin, -1)  # the hand, fingers down over the waistband
+    person[np.any(rgb != (90, 160, 200), axis=2)] = 1
+    alpha = person.astype(np.float32)
+    size = float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]]))
+    depth = np.zeros(len(joints))
+    depth[[J["r_elbow"], J["r_wrist"], J["r_hand"]]] = -size  # the hand is in front of the body
+    red = person.astype(bool) & np.all(rgb == skirt, axis=2)
+    hand = np.zeros_like(person)
+    cv2.ellipse(hand, (112, 194), (12, 7), 20, 0, 360, 1, -1)
+    carried = {}
+    for colour in (False, True):
+        specs, labels, beneath = label_parts(
+            alpha, joints, np.ones(len(joints)), size, depth=depth, rgb=rgb if colour else None
+        )
+        forearm = labels == [s.name for s in specs].index("r_forearm")
+        carried[colour] = (forearm & red).sum()
+        assert (forearm & hand.astype(bool)).sum() >= 0.95 * hand.sum()  # the hand leaves with the arm
+    assert carried[False] > 100  # by distance alone, the arm's band takes the skirt around the hand
+    assert carried[True] <= 0.2 * carried[False]  # by colour it stays on the body, but for a thin seam

@@ -136,7 +136,7 @@ def build_character(
     lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     size = max(float(lengths[0]), 1.0)
     background = fill_background(rgb, alpha, soft)
-    specs, labels, beneath = label_parts(alpha, joints, visibility, size, depth=joints4[:, 2])
+    specs, labels, beneath = label_parts(alpha, joints, visibility, size, depth=joints4[:, 2], rgb=rgb)
     facing = 1 if joints[J["l_shoulder"], 0] >= joints[J["r_shoulder"], 0] else -1
     mesh, parts = None, []
     if mesh_cells:
@@ -278,6 +278,7 @@ def cap_radius(labels: np.ndarray, index: int, spec: PartSpec, joints: np.ndarra
 
 
 ARM_CORE = 0.12  # half an arm's width, in shoulder widths: the band around its bone that is surely arm
+SLIVER = 3  # pixels: pieces thinner than this never change part on colour alone
 IN_FRONT = 0.1  # body sizes nearer the camera (BlazePose z) a wrist must be to lie over a body part
 
 
@@ -317,25 +318,32 @@ def label_parts(
     visibility: np.ndarray,
     size: float,
     depth: np.ndarray | None = None,
+    rgb: np.ndarray | None = None,
 ) -> tuple[list[PartSpec], np.ndarray, np.ndarray]:
     """Each person pixel's part (index into the returned specs; -1 off the person), and beneath a forearm held
     in front of the head or torso, the part it hides (-1 elsewhere).
 
     With the joints' `depth` (BlazePose z, nearer is smaller), a forearm held in front of the face or the
     body keeps the pixels along its bone, hand included: a hand at the chin or on the hip leaves with the arm.
+    With the image's `rgb`, the seam between a forearm and the part it touches follows colour and edges.
     """
     height, width = alpha.shape
     ys, xs = np.nonzero(alpha > 0.02)
     points = np.stack([xs, ys], axis=1).astype(np.float64)
     specs = visible_parts(visibility)
     cost = part_costs(points, specs, joints, size)
+    plain_cost = cost.copy()
     plain_label = np.argmin(cost, axis=0)
     raised = np.zeros(len(points), bool)
     if depth is not None:
         raised = _forearms_in_front(cost, points, specs, joints, depth, size)
     label = np.argmin(cost, axis=0)
+    given_back = np.zeros(len(points), bool)
+    if rgb is not None:
+        taken, given_back = _hands_by_colour(rgb, points, label, plain_cost, specs, joints, size)
+        raised |= taken
     # A piece far from the part it fell to (a claw past the hand's reach) goes to its plainly nearest part.
-    stray = cost[label, np.arange(len(points))] > 0.5 * size
+    stray = (cost[label, np.arange(len(points))] > 0.5 * size) & ~given_back
     if stray.any():
         plain = cost[:, stray].copy()
         plain[plain > 2 * size] -= 4 * size
@@ -347,6 +355,77 @@ def label_parts(
     beneath = np.full((height, width), -1, np.int32)
     beneath[ys[taken], xs[taken]] = plain_label[taken]
     return specs, labels, beneath
+
+
+def _hands_by_colour(
+    rgb: np.ndarray,
+    points: np.ndarray,
+    label: np.ndarray,
+    cost: np.ndarray,
+    specs: list[PartSpec],
+    joints: np.ndarray,
+    size: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where a forearm meets another part (a hand on the hip), the pixels either side of the seam go to
+    whichever of the two they look like (GrabCut on colour and edges): the skirt under a hand stays on the
+    body, the fingers over it leave with the arm. `label` is changed in place; `cost` (parts, points) chooses
+    the part a pixel the forearm gives up goes to. Returns the points forearms took from other parts, and
+    those they gave up."""
+    height, width = rgb.shape[:2]
+    taken, given_back = np.zeros(len(points), bool), np.zeros(len(points), bool)
+    core = ARM_CORE * max(shoulder_width(joints), 0.5 * size)
+    xs, ys = points[:, 0].astype(int), points[:, 1].astype(int)
+    for i, spec in enumerate(specs):
+        if spec.kind != "arm" or spec.reach == spec.end:
+            continue
+        # The upper arm of the same side is the same sleeve or skin: no seam to find there.
+        limb = [i, *(k for k, s in enumerate(specs) if s.kind == "arm" and s.end == spec.start)]
+        own, other = label == i, ~np.isin(label, limb)
+        distance = _segment_distance(points, joints[spec.start], joints[spec.reach])
+        # Other parts' pixels near the forearm's bone, and the forearm's own pixels near those.
+        contested_other = other & (distance <= 1.5 * core)
+        if not contested_other.any() or not own.any():
+            continue
+        margin = int(round(2 * core))
+        x0, y0 = max(0, xs[contested_other].min() - margin), max(0, ys[contested_other].min() - margin)
+        x1 = min(width, xs[contested_other].max() + margin + 1)
+        y1 = min(height, ys[contested_other].max() + margin + 1)
+        inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+        local = (ys[inside] - y0, xs[inside] - x0)
+        others = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        others[local] = other[inside]
+        near_other = cv2.distanceTransform(1 - others, cv2.DIST_L2, 3)[local] <= core
+        # Along its bone the forearm is surely itself (hand included); its pixels by other parts are in doubt.
+        state = np.where(other[inside], cv2.GC_BGD, cv2.GC_FGD).astype(np.uint8)
+        state[contested_other[inside]] = cv2.GC_PR_BGD
+        state[own[inside] & near_other & (distance[inside] > 0.5 * core)] = cv2.GC_PR_FGD
+        mask = np.full((y1 - y0, x1 - x0), cv2.GC_BGD, np.uint8)
+        mask[local] = state
+        models = np.zeros((1, 65)), np.zeros((1, 65))
+        cv2.grabCut(np.ascontiguousarray(rgb[y0:y1, x0:x1]), mask, None, *models, 3, cv2.GC_INIT_WITH_MASK)
+        fore = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+        lost, gained = np.zeros_like(inside), np.zeros_like(inside)
+        lost[inside] = _solid(1 - fore, state == cv2.GC_PR_FGD, local)
+        gained[inside] = _solid(fore, state == cv2.GC_PR_BGD, local)
+        if lost.any():
+            rest = cost[:, lost].copy()
+            rest[i] = np.inf
+            label[lost] = np.argmin(rest, axis=0)
+        label[gained] = i
+        taken |= gained
+        given_back |= lost
+    return taken, given_back
+
+
+def _solid(changed: np.ndarray, candidates: np.ndarray, local: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Of the `candidates` (the points at `local`), those where the image `changed` holds, but not in pieces
+    thinner than a few pixels: a seam of blended edge pixels looks like neither side and would be left behind
+    as a sliver."""
+    pieces = np.zeros_like(changed)
+    pieces[local] = candidates
+    pieces &= changed
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (SLIVER, SLIVER))
+    return cv2.morphologyEx(pieces, cv2.MORPH_OPEN, kernel)[local] > 0
 
 
 def _forearms_in_front(
