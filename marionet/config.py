@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         300.0, gt=0, description="How often expired inputs and results are deleted."
     )
     default_engine_speed: float = Field(
-        # marionet-cpu measures about 0.8-0.95 in std and 1.5-2 in pro on 2 cores (benchmarks/RESULTS.md).
+        # marionet-cpu measures about 0.8-1.3 in std and 1.5-2.5 in pro on 2 cores (benchmarks/RESULTS.md).
         2.0,
         gt=0,
         description="Engine seconds per video second until recent tasks have measured it.",

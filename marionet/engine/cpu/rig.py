@@ -282,12 +282,17 @@ SLIVER = 3  # pixels: pieces thinner than this never change part on colour alone
 IN_FRONT = 0.1  # body sizes nearer the camera (BlazePose z) a wrist must be to lie over a body part
 
 
+def arm_core(joints: np.ndarray, size: float) -> float:
+    """Half an arm's width in canvas pixels: the band around its bone that is surely arm."""
+    return ARM_CORE * max(shoulder_width(joints), 0.5 * size)
+
+
 def part_costs(points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float) -> np.ndarray:
     """(parts, points) cost of giving each point to each part: distance to the part's bone minus its thickness."""
     shoulders, hips_width = shoulder_width(joints), hip_width(joints)
     torso_radius = 0.4 * max(shoulders, 0.5 * size)
     head = head_radius(joints)
-    limb_core = {"arm": ARM_CORE * max(shoulders, 0.5 * size), "leg": 0.3 * max(hips_width, 0.3 * size)}
+    limb_core = {"arm": arm_core(joints, size), "leg": 0.3 * max(hips_width, 0.3 * size)}
     limb_reach = limb_reaches(joints, size)
     cost = np.empty((len(specs), len(points)))
     for i, spec in enumerate(specs):
@@ -373,7 +378,7 @@ def _hands_by_colour(
     those they gave up."""
     height, width = rgb.shape[:2]
     taken, given_back = np.zeros(len(points), bool), np.zeros(len(points), bool)
-    core = ARM_CORE * max(shoulder_width(joints), 0.5 * size)
+    core = arm_core(joints, size)
     xs, ys = points[:, 0].astype(int), points[:, 1].astype(int)
     for i, spec in enumerate(specs):
         if spec.kind != "arm" or spec.reach == spec.end:
@@ -438,7 +443,7 @@ def _forearms_in_front(
 ) -> np.ndarray:
     """Where a forearm's core lies over the head or torso and its wrist is nearer the camera than that part,
     the part gives those pixels up (its cost there is raised out of reach). Returns the points concerned."""
-    core = ARM_CORE * max(shoulder_width(joints), 0.5 * size)
+    core = arm_core(joints, size)
     torso_depth = float(depth[[J["l_shoulder"], J["r_shoulder"], J["l_hip"], J["r_hip"]]].mean())
     behind = {"head": float(depth[J["head"]]), "torso": torso_depth}
     raised = np.zeros(len(points), bool)
