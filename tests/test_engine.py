@@ -10,9 +10,11 @@ import atexit
 import contextlib
 import dataclasses
 import functools
+import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +23,14 @@ import numpy as np
 import pytest
 from conftest import DATA
 
+from marionet.config import Settings
 from marionet.engine import load_engine
 from marionet.engine.base import AnimationRequest, AnimationResult
 from marionet.engine.cpu import CpuEngine, pose
 from marionet.engine.cpu.engine import PROMPT_WARNING
 from marionet.engine.cpu.prefetch import ordered_map
 from marionet.errors import EngineError, TaskCancelled
+from marionet.media.cache import InputCache
 from marionet.media.video import VideoWriter, probe_video, read_frames
 
 # One folder for the session's engine outputs (test_quality reuses them), removed when pytest exits.
@@ -363,6 +367,23 @@ def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():
     assert error[5:].max() < 2.5  # at the ends the zero-lag filter settles within a few pixels
     assert np.allclose(track.keypoints[:5, pose.NOSE, 0], expected[5], atol=2.0)  # held, not zeros
     assert np.allclose(track.keypoints[:, pose.NOSE, 1], 300.0, atol=1e-3)
+
+
+def test_pruning_drops_pose_tracks_nobody_read_within_retention_and_keeps_those_read(tmp_path):
+    settings = Settings(data_dir=tmp_path, retention_hours=1.0)
+    cache = InputCache(settings)
+    assert load_engine("marionet-cpu", settings).cache_dir == cache.poses  # the engine writes where it prunes
+    keypoints = np.random.default_rng(0).random((12, 33, 4), dtype=np.float32)
+    track = pose.PoseTrack(keypoints=keypoints, detected=np.ones(12, bool), fps=24.0, width=64, height=48)
+    two_hours_ago = time.time() - 2 * 3600
+    used, unused = cache.poses / f"{'a' * 64}-v5.npz", cache.poses / f"{'b' * 64}-v4.npz"
+    for path in (used, unused):
+        pose.save_track(track, path)
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    loaded = pose.load_track(used)  # a task asked for this dance again
+    assert loaded is not None and np.array_equal(loaded.keypoints, keypoints)
+    assert cache.prune() == 1
+    assert used.exists() and not unused.exists()
 
 
 def test_load_engine_follows_the_given_settings_not_the_environment(tmp_path, monkeypatch):

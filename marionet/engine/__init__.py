@@ -29,12 +29,11 @@ def load_engine(name: str, settings: Settings | None = None) -> Engine:
     """
     if name == CPU_ENGINE:
         from marionet.engine.cpu import CpuEngine
+        from marionet.media.cache import pose_cache_dir
 
         if settings is None:
             return CpuEngine()
-        return CpuEngine(
-            cache_dir=settings.resolved_storage_dir() / "cache" / "poses", renderer=settings.cpu_renderer
-        )
+        return CpuEngine(cache_dir=pose_cache_dir(settings), renderer=settings.cpu_renderer)
     raise KeyError(name)
 
 

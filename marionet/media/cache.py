@@ -9,7 +9,10 @@ Layout under `storage_dir/cache` (shared by every worker of a cluster, like the 
   `MARIONET_INPUT_CACHE_TTL_S` ago is not fetched again. A lock file beside it makes concurrent tasks asking
   for the same URL wait for one fetch instead of each fetching.
 - `tmp/`: downloads in progress, renamed into `blobs/` when complete.
-Entries unused for `retention_hours` are removed by `prune()`, which ingestion runs at most once an hour.
+- `poses/<sha256 of the video>-<version>.npz`: the CPU engine's pose track of a driving video (written and
+  read by the engine, which marks a track used each time it reads one).
+Entries unused for `retention_hours` are removed by `prune()`, which ingestion runs at most once an hour and
+the retention janitor on its own schedule.
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ def link_or_copy(source: Path, dest: Path) -> Path:
     return dest
 
 
+def pose_cache_dir(settings: Settings) -> Path:
+    """Where the CPU engine keeps pose tracks: in the cache of the storage_dir a cluster's workers share."""
+    return settings.resolved_storage_dir() / "cache" / "poses"
+
+
 class InputCache:
     """The cache directory of one storage_dir (see the module docstring for its layout)."""
 
@@ -105,11 +113,12 @@ class InputCache:
         self.blobs = self.root / "blobs"
         self.urls = self.root / "urls"
         self.tmp = self.root / "tmp"
+        self.poses = pose_cache_dir(settings)
         self.url_ttl_s = settings.input_cache_ttl_s
         self.retention_s = settings.retention_hours * 3600
         self.probe_timeout_s = settings.probe_timeout_s
         self.probe_memory_mb = settings.probe_memory_mb
-        for folder in (self.blobs, self.urls, self.tmp):
+        for folder in (self.blobs, self.urls, self.tmp, self.poses):
             folder.mkdir(parents=True, exist_ok=True)
 
     def blob(self, sha256: str) -> Path:
@@ -216,7 +225,7 @@ class InputCache:
         """Remove entries unused for longer than retention_hours; return how many files went."""
         cutoff = (now or time.time()) - self.retention_s
         removed = 0
-        for folder in (self.blobs, self.urls, self.tmp):
+        for folder in (self.blobs, self.urls, self.tmp, self.poses):
             for path in folder.iterdir():
                 try:
                     if path.stat().st_mtime < cutoff:

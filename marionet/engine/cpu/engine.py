@@ -67,10 +67,11 @@ class CpuEngine:
         if renderer is None or cache_dir is None:
             # Standalone use (tests, scripts): the environment's settings; servers pass both explicitly.
             from marionet.config import get_settings
+            from marionet.media.cache import pose_cache_dir
 
             settings = get_settings()
             renderer = renderer or settings.cpu_renderer
-            cache_dir = cache_dir or settings.data_dir / "cache" / "poses"
+            cache_dir = cache_dir or pose_cache_dir(settings)
         if renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}: one of {RENDERERS}")
         self.renderer = renderer
@@ -143,7 +144,8 @@ class CpuEngine:
     ) -> tuple[pose_stage.PoseTrack, float]:
         """The driving video's pose track from the cache, or from a pose pass that then fills the cache.
 
-        The cache key is the video's content hash: the same dance uploaded twice is analysed once.
+        The cache key is the video's content hash: the same dance uploaded twice is analysed once. Reading a
+        track marks it used, so the retention janitor (marionet.media.cache) keeps the tracks still in demand.
         """
         video_path = request.video_path
         digest = request.video_sha256 or file_sha256(video_path)

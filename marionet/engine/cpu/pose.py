@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -466,11 +467,12 @@ def save_track(track: PoseTrack, path: Path) -> None:
 
 
 def load_track(path: Path) -> PoseTrack | None:
-    """A cached track, or None when there is none or it cannot be read."""
+    """A cached track, or None when there is none or it cannot be read; a track read is marked used (its
+    modification time), so pruning by age removes only the tracks nobody asked for lately."""
     try:
         with np.load(path) as data:
             fps, width, height = data["meta"]
-            return PoseTrack(
+            track = PoseTrack(
                 keypoints=data["keypoints"].astype(np.float32),
                 detected=data["detected"].astype(bool),
                 fps=float(fps),
@@ -479,3 +481,6 @@ def load_track(path: Path) -> PoseTrack | None:
             )
     except (OSError, KeyError, ValueError):
         return None
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        os.utime(path)
+    return track
