@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import av
 import cv2
 import numpy as np
 from conftest import DATA
@@ -15,10 +16,14 @@ from marionet.engine.cpu.render import RenderSettings, render_frame, spec_transf
 from marionet.engine.cpu.retarget import Motion
 from marionet.engine.cpu.rig import (
     JOINT_NAMES,
+    PARTS,
     CharacterRig,
     J,
     _body_holes,
+    _edges_to_forearms,
     build_character,
+    hand_masks,
+    joints_from_landmarks,
     label_parts,
     refine_mask,
 )
@@ -191,3 +196,57 @@ def test_a_hand_on_the_hip_leaves_the_skirt_under_it_behind():
         assert (forearm & hand.astype(bool)).sum() >= 0.95 * hand.sum()  # the hand leaves with the arm
     assert carried[False] > 100  # by distance alone, the arm's band takes the skirt around the hand
     assert carried[True] <= 0.2 * carried[False]  # by colour it stays on the body, but for a thin seam
+
+
+def test_a_fist_at_the_chin_leaves_with_its_arm_and_the_face_is_filled_beneath():
+    # The dancer at 6 s holds a fist at her chin. BlazePose marks a hand by three points at its knuckles; the
+    # curled fingers below them stayed on the face (a second fist left there when the arm moved away).
+    with av.open(str(DATA / "dance_fullbody_12s.mp4")) as container:
+        frame = next(f for f in container.decode(video=0) if f.time >= 6.0)
+    rgb = frame.to_ndarray(format="rgb24")
+    image_pose = pose.detect_image_pose(rgb)
+    assert image_pose is not None and sorted(image_pose.hands) == ["left", "right"]
+    canvas = canvas_size(rgb.shape[1], rgb.shape[0], 720)
+    scale = np.array(canvas) / rgb.shape[1::-1]
+    small = cv2.resize(rgb, canvas, interpolation=cv2.INTER_AREA)
+    alpha = refine_mask(small, cv2.resize(image_pose.mask, canvas))
+    keypoints = image_pose.keypoints.copy()
+    keypoints[:, :3] *= (*scale, scale[0])
+    joints4 = joints_from_landmarks(keypoints)
+    joints, visibility, depth = joints4[:, :2].astype(float), joints4[:, 3], joints4[:, 2]
+    size = float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]]))
+    hands = hand_masks({side: hand * scale for side, hand in image_pose.hands.items()}, alpha)
+    nose = keypoints[pose.NOSE, :2]
+    at_chin = min(hands, key=lambda name: np.linalg.norm(np.argwhere(hands[name]).mean(0)[::-1] - nose))
+    fist = hands[at_chin]
+    assert fist.sum() > 1000
+    for given in (None, hands):
+        specs, labels, beneath = label_parts(
+            alpha, joints, visibility, size, depth=depth, rgb=small, hands=given
+        )
+        names = [s.name for s in specs]
+        head_share = (labels[fist] == names.index("head")).mean()
+        if given is None:
+            assert head_share > 0.5  # by the pose's three hand points alone, most of the fist is face
+        else:
+            assert (labels[fist] == names.index(at_chin)).mean() > 0.98 and head_share == 0.0
+            assert (beneath[fist] == names.index("head")).mean() > 0.9  # the face under it is filled
+
+
+def test_a_sliver_of_face_along_a_forearm_goes_with_the_forearm():
+    specs = [s for s in PARTS if s.kind in ("torso", "head") or s.name in ("l_upper_arm", "l_forearm")]
+    head, forearm = [s.name for s in specs].index("head"), [s.name for s in specs].index("l_forearm")
+    labels = np.full((120, 200), -1, np.int32)
+    face = np.zeros((120, 200), np.uint8)
+    cv2.circle(face, (60, 60), 40, 1, -1)
+    labels[face > 0] = head
+    labels[60:80, 70:190] = forearm  # a forearm across the chin, out past the face
+    labels[57:60, 100:190] = head  # its blended top edge, read as face: a 3 px line hanging off the jaw
+    alpha = (labels >= 0).astype(np.float32)
+    alpha[57:60] *= 0.3
+    seam = labels.copy()
+    _edges_to_forearms(labels, specs, alpha)
+    assert (labels[57:60, 100:190] == forearm).all()
+    _edges_to_forearms(seam, specs, (seam >= 0).astype(np.float32))
+    assert (seam[57:60, 100:190] == head).all()  # the same line, opaque: a seam inside the figure, kept
+    assert (labels[(face > 0) & (np.arange(200)[None, :] < 60)] == head).all()  # the face itself stays

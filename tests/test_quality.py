@@ -105,8 +105,11 @@ def test_jitter_is_bounded(case):
     # Regression bound above the level reached. On the cartoon the figure swings with changes nobody can see:
     # renders that differ by one level of rounding in the RGB -> YUV conversion, or by the analysis decode's
     # filter, or the two-graph pose pass (its track as smooth as the one-graph pass's), measured 3.66x to 5.19x
-    # (dance) and 2.03x to 2.47x (half); the part layers scored 6.1x and 2.3x.
-    assert report(case).jitter_ratio <= {"dance": 5.5, "half": 3.0}[case]
+    # (dance) and 2.03x to 2.47x (half); the part layers scored 6.1x and 2.3x. Giving the hands their whole
+    # outline (MediaPipe Hands) took the fingertips she left on her hair and moved the dance to 6.46x; variants
+    # of that outline a few pixels apart (finger band 0.25 / 0.35 palm lengths, 22 pixels of outline either
+    # way) measured 7.12x, 5.05x and 4.04x: the band is 3.7-7.1x, and the bound sits just above it.
+    assert report(case).jitter_ratio <= {"dance": 7.5, "half": 3.0}[case]
 
 
 @pytest.mark.slow
@@ -169,7 +172,8 @@ def photo_report() -> QualityReport:
 
 @pytest.mark.slow
 def test_a_photo_character_meets_every_target():
-    # Measured 3.8 deg, 0.88x, identity 0.99, 100 % (before hands in front of the body left with their arm:
+    # Measured 4.0 deg, 0.85x, identity 0.99, 100 % with the hands' whole outline (3.4 deg and 0.84x when the
+    # fist at her chin stayed on her face; before hands in front of the body left with their arm at all:
     # 10.6 deg, 1.40x, the background framed by the arms flying off with them).
     figures = photo_report()
     assert figures.failures() == []

@@ -16,6 +16,7 @@ import numpy as np
 
 from marionet.engine.cpu.rig import (
     PartSpec,
+    arm_core,
     cap_radius,
     grown_box,
     head_radius,
@@ -123,13 +124,16 @@ def build_mesh(
     reach = int(np.ceil(0.8 * cell)) + 3
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
     layers = []
+    gap = 3 * arm_core(
+        joints, size
+    )  # widest forearm band a hidden stretch of head or torso lies under (a fist)
     cx = np.clip(np.round(centroids[:, 0]).astype(int), 0, width - 1)
     cy = np.clip(np.round(centroids[:, 1]).astype(int), 0, height - 1)
     for part, spec in enumerate(specs):
         own = (labels == part).astype(np.uint8)
         if own.sum() < 16:
             continue
-        hidden = np.zeros_like(own) if beneath is None else _hidden_inside(own, beneath == part)
+        hidden = np.zeros_like(own) if beneath is None else _hidden_inside(own, beneath == part, gap)
         box = grown_box(own | hidden, reach + 2)  # the two dilations below reach this far
         by0, bx0 = box[0].start, box[1].start
         # Parts overlap by two pixels so resampled seams never let the background show through.
@@ -184,14 +188,21 @@ def _with_caps(
     return out
 
 
-def _hidden_inside(own: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """The hidden pixels inside the part's own outline (its convex hull): a forearm's band reaching past the
-    chin or hip would otherwise widen the face or body where it never was."""
+def _hidden_inside(own: np.ndarray, hidden: np.ndarray, gap: float) -> np.ndarray:
+    """The hidden pixels inside the part's own outline: its convex hull, closed over gaps up to `gap` pixels
+    wide (the forearm's band across it). A forearm's band reaching past the chin or hip would otherwise widen
+    the face or body where it never was; the hull alone is not enough where the part is concave (a head and
+    its neck: the hull spans the background between jaw and shoulder, and the fill showed there as a wing)."""
     if not hidden.any():
         return hidden.astype(np.uint8)
     hull = np.zeros_like(own)
     cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(own)), 1)
-    return (hidden & (hull > 0)).astype(np.uint8)
+    radius = max(1, int(round(gap / 2)))
+    box = grown_box(own, 2 * radius)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    closed = np.zeros_like(own)
+    closed[box] = cv2.morphologyEx(own[box], cv2.MORPH_CLOSE, kernel)
+    return (hidden & (hull > 0) & (closed > 0)).astype(np.uint8)
 
 
 def _fill_hidden(premult: np.ndarray, own: np.ndarray, hidden: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -36,14 +36,20 @@ POSE_LANES = 2  # BlazePose graphs running side by side on the clip's chunks, on
 MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
 LARGER_PERSON = 1.05  # a second person this much larger (torso length) than the one found is followed instead
 SEAM_FRAMES = 10  # frames over which one chunk's reading takes over from the previous one's
+HAND_MIDDLE_BASE = 9  # MediaPipe Hands' landmark at the middle finger's base; 0 is the wrist
+HAND_REACH = (
+    2.0  # palm lengths a hand's wrist may lie from BlazePose's (drawn characters' wrists are read loosely)
+)
 
 
 @dataclass
 class ImagePose:
-    """BlazePose on the character image: keypoints (33, 4) in image pixels and a soft person mask (h, w) 0..1."""
+    """BlazePose on the character image: keypoints (33, 4) in image pixels and a soft person mask (h, w) 0..1;
+    and its hands ("left", "right": the person's own) as MediaPipe Hands' 21 landmarks (21, 2) in image pixels."""
 
     keypoints: np.ndarray
     mask: np.ndarray
+    hands: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,7 +120,52 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
     core = points[[NOSE, L_SHOULDER, R_SHOULDER], 3]
     if core.min() < 0.5 or (mask > 0.5).mean() < 0.01 or torso_coverage(points, mask) < 0.3:
         return None
-    return ImagePose(keypoints=points, mask=np.clip(mask, 0.0, 1.0))
+    return ImagePose(keypoints=points, mask=np.clip(mask, 0.0, 1.0), hands=detect_hands(rgb, points))
+
+
+def detect_hands(rgb: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarray]:
+    """The person's hands, by MediaPipe Hands (its models are in the wheel too): for "left" and "right" (the
+    person's own), the hand's 21 landmarks (21, 2) in image pixels. BlazePose gives a hand three points at its
+    knuckles; these outline the whole hand, curled fingers of a fist included.
+
+    Each hand is looked for in a square around BlazePose's wrist, about two forearms wide: in a full-body
+    image a hand is a few pixels of the palm detector's 192 px view of the whole frame, and a drawn hand was
+    missed there. A hand found nearer the other wrist (hands held together) or far from this one is dropped.
+    """
+    import mediapipe as mp
+
+    height, width = rgb.shape[:2]
+    sides = {
+        "left": (L_SHOULDER, L_ELBOW, L_WRIST, L_INDEX),
+        "right": (R_SHOULDER, R_ELBOW, R_WRIST, R_INDEX),
+    }
+    found: dict[str, np.ndarray] = {}
+    with mp.solutions.hands.Hands(
+        static_image_mode=True, max_num_hands=1, min_detection_confidence=0.3
+    ) as hands:
+        for side, (shoulder, elbow, wrist, index) in sides.items():
+            joint = keypoints[[shoulder, elbow, wrist, index], :2].astype(np.float64)
+            span = max(
+                1.2 * np.linalg.norm(joint[1] - joint[2]),
+                1.2 * np.linalg.norm(joint[0] - joint[1]),
+                6.0 * np.linalg.norm(joint[3] - joint[2]),
+            )
+            centre = (joint[2] + joint[3]) / 2
+            x0, y0 = np.maximum(0, np.floor(centre - span / 2)).astype(int)
+            x1, y1 = np.minimum((width, height), np.ceil(centre + span / 2)).astype(int)
+            if x1 - x0 < 16 or y1 - y0 < 16:
+                continue
+            result = hands.process(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+            if not result.multi_hand_landmarks:
+                continue
+            marks = result.multi_hand_landmarks[0].landmark
+            points = np.array([(x0 + p.x * (x1 - x0), y0 + p.y * (y1 - y0)) for p in marks], np.float64)
+            palm = max(float(np.linalg.norm(points[HAND_MIDDLE_BASE] - points[0])), 1.0)
+            other = keypoints[R_WRIST if side == "left" else L_WRIST, :2]
+            near = np.linalg.norm(points[0] - joint[2])
+            if near <= HAND_REACH * palm and near < np.linalg.norm(points[0] - other):
+                found[side] = points
+    return found
 
 
 def pose_chunks(total: int) -> list[range]:

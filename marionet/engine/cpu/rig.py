@@ -136,7 +136,10 @@ def build_character(
     lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     size = max(float(lengths[0]), 1.0)
     background = fill_background(rgb, alpha, soft)
-    specs, labels, beneath = label_parts(alpha, joints, visibility, size, depth=joints4[:, 2], rgb=rgb)
+    hands = hand_masks({side: hand * (sx, sy) for side, hand in image_pose.hands.items()}, alpha)
+    specs, labels, beneath = label_parts(
+        alpha, joints, visibility, size, depth=joints4[:, 2], rgb=rgb, hands=hands
+    )
     facing = 1 if joints[J["l_shoulder"], 0] >= joints[J["r_shoulder"], 0] else -1
     mesh, parts = None, []
     if mesh_cells:
@@ -277,6 +280,10 @@ def cap_radius(labels: np.ndarray, index: int, spec: PartSpec, joints: np.ndarra
     return int(round(0.55 * max(3.0, part_thickness(labels, index, spec, joints))))
 
 
+# MediaPipe Hands' landmarks: the palm's outline and each finger's joints from its base to its tip.
+HAND_PALM = (0, 1, 5, 9, 13, 17)
+HAND_FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
+FINGER_WIDTH = 0.3  # a finger's width drawn, in palm lengths (wrist to the middle finger's base): generous
 ARM_CORE = 0.12  # half an arm's width, in shoulder widths: the band around its bone that is surely arm
 SLIVER = 3  # pixels: pieces thinner than this never change part on colour alone
 IN_FRONT = 0.1  # body sizes nearer the camera (BlazePose z) a wrist must be to lie over a body part
@@ -324,6 +331,7 @@ def label_parts(
     size: float,
     depth: np.ndarray | None = None,
     rgb: np.ndarray | None = None,
+    hands: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[PartSpec], np.ndarray, np.ndarray]:
     """Each person pixel's part (index into the returned specs; -1 off the person), and beneath a forearm held
     in front of the head or torso, the part it hides (-1 elsewhere).
@@ -331,6 +339,8 @@ def label_parts(
     With the joints' `depth` (BlazePose z, nearer is smaller), a forearm held in front of the face or the
     body keeps the pixels along its bone, hand included: a hand at the chin or on the hip leaves with the arm.
     With the image's `rgb`, the seam between a forearm and the part it touches follows colour and edges.
+    With `hands` (forearm name -> mask of its hand, from hand_masks), a hand seen is its forearm's whatever it
+    lies over, and what it lies over is filled beneath it.
     """
     height, width = alpha.shape
     ys, xs = np.nonzero(alpha > 0.02)
@@ -353,13 +363,37 @@ def label_parts(
         plain = cost[:, stray].copy()
         plain[plain > 2 * size] -= 4 * size
         label[stray] = np.argmin(plain, axis=0)
+    for i, spec in enumerate(specs):
+        if hands is not None and spec.name in hands:
+            hand = hands[spec.name][ys, xs]
+            label[hand] = i
+            raised |= hand
     labels = np.full((height, width), -1, np.int32)
     labels[ys, xs] = label
+    if depth is not None:
+        _edges_to_forearms(labels, specs, alpha)
     body = np.array([spec.kind in ("torso", "head") for spec in specs])
     taken = raised & body[plain_label] & ~body[label]
     beneath = np.full((height, width), -1, np.int32)
     beneath[ys[taken], xs[taken]] = plain_label[taken]
     return specs, labels, beneath
+
+
+def hand_masks(hands: dict[str, np.ndarray], alpha: np.ndarray) -> dict[str, np.ndarray]:
+    """Each forearm's hand (from ImagePose.hands, canvas pixels) as a mask of the person's pixels: the palm
+    and a band along each finger, so what shows between spread fingers stays with what it is."""
+    person = alpha > 0.02
+    masks = {}
+    for side, landmarks in hands.items():
+        drawn = np.zeros(alpha.shape, np.uint8)
+        points = np.round(landmarks).astype(np.int32)
+        cv2.fillPoly(drawn, [cv2.convexHull(points[list(HAND_PALM)])], 1)
+        palm = max(float(np.linalg.norm(landmarks[bp.HAND_MIDDLE_BASE] - landmarks[0])), 1.0)
+        width = max(2, int(round(FINGER_WIDTH * palm)))
+        for finger in HAND_FINGERS:
+            cv2.polylines(drawn, [points[list(finger)]], False, 1, width)
+        masks[f"{side[0]}_forearm"] = (drawn > 0) & person
+    return masks
 
 
 def _hands_by_colour(
@@ -431,6 +465,42 @@ def _solid(changed: np.ndarray, candidates: np.ndarray, local: tuple[np.ndarray,
     pieces &= changed
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (SLIVER, SLIVER))
     return cv2.morphologyEx(pieces, cv2.MORPH_OPEN, kernel)[local] > 0
+
+
+def _edges_to_forearms(labels: np.ndarray, specs: list[PartSpec], alpha: np.ndarray) -> None:
+    """Slivers of the head or torso on a forearm's outline go to the forearm (`labels` changed in place).
+
+    A forearm held across the face is often wider than its core band, and its outline, a line a few pixels
+    thick blended with the background, fell to the head: left behind when the arm moved, it hung in the air
+    beside the face, and it stretched the head's outline (its hull) over the background between jaw and
+    shoulder. Only pieces mostly see-through move: a thin seam inside the body (the skirt's edge under a hand
+    on the hip, left there by the colour seam) is the body's.
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * SLIVER - 1, 2 * SLIVER - 1))
+    forearms = [i for i, spec in enumerate(specs) if spec.kind == "arm" and spec.reach != spec.end]
+    for body, spec in enumerate(specs):
+        if spec.kind not in ("head", "torso"):
+            continue
+        own = (labels == body).astype(np.uint8)
+        if not own.any():
+            continue
+        box = grown_box(own, 2 * SLIVER)
+        thin = ((own[box] > 0) & (cv2.morphologyEx(own[box], cv2.MORPH_OPEN, kernel) == 0)).astype(np.uint8)
+        count, pieces = cv2.connectedComponents(thin, connectivity=8)
+        if count < 2:
+            continue
+        sums = np.bincount(pieces.ravel(), weights=alpha[box].ravel(), minlength=count)
+        sizes = np.bincount(pieces.ravel(), minlength=count)
+        outline = sums < 0.5 * sizes  # mostly see-through
+        outline[0] = False
+        region = labels[box]  # a view: writes land in labels
+        for arm in forearms:
+            beside = cv2.dilate((region == arm).astype(np.uint8), kernel) > 0
+            touching = np.zeros(count, bool)
+            touching[pieces[(thin > 0) & beside]] = True
+            moved = (touching & outline)[pieces]
+            region[moved] = arm
+            outline &= ~touching
 
 
 def _forearms_in_front(
