@@ -250,3 +250,27 @@ def test_a_sliver_of_face_along_a_forearm_goes_with_the_forearm():
     _edges_to_forearms(seam, specs, (seam >= 0).astype(np.float32))
     assert (seam[57:60, 100:190] == head).all()  # the same line, opaque: a seam inside the figure, kept
     assert (labels[(face > 0) & (np.arange(200)[None, :] < 60)] == head).all()  # the face itself stays
+
+
+def test_a_hand_outline_keeps_what_looks_like_the_hand_and_leaves_the_skirt_between_the_fingers():
+    # A drawn open hand (MediaPipe Hands' 21 landmarks) lying on a red skirt, fingers a fifth of the palm wide.
+    landmarks = np.array([
+        (100, 150), (88, 140), (75, 128), (65, 118), (58, 108),  # wrist, thumb
+        (85, 102), (83, 85), (82, 73), (81, 63),  # index
+        (100, 100), (100, 82), (100, 70), (100, 60),  # middle
+        (113, 102), (115, 85), (116, 74), (117, 65),  # ring
+        (125, 106), (128, 92), (130, 83), (131, 75),  # pinky
+    ], np.float64)  # fmt: skip
+    skin, skirt = (225, 170, 140), (200, 25, 35)
+    rgb = np.full((200, 200, 3), skirt, np.uint8)
+    points = np.round(landmarks).astype(np.int32)
+    cv2.fillPoly(rgb, [cv2.convexHull(points[[0, 1, 5, 9, 13, 17]])], skin)
+    for finger in ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20)):
+        cv2.polylines(rgb, [points[list(finger)]], False, skin, 9)
+    alpha = np.ones((200, 200), np.float32)  # the skirt is the person too
+    hand, red = np.all(rgb == skin, axis=2), np.all(rgb == skirt, axis=2)
+    by_shape = hand_masks({"right": landmarks}, alpha)["r_forearm"]
+    by_colour = hand_masks({"right": landmarks}, alpha, rgb)["r_forearm"]
+    assert (by_shape & hand).sum() >= 0.97 * hand.sum() and (by_shape & red).sum() > 300
+    assert (by_colour & hand).sum() >= 0.97 * hand.sum()  # the hand, whole
+    assert (by_colour & red).sum() <= 0.1 * (by_shape & red).sum()  # and hardly any skirt

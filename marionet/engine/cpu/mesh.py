@@ -25,6 +25,9 @@ from marionet.engine.cpu.rig import (
     push_pull_fill,
 )
 
+FILL_REACH = 12  # pixels around a hidden stretch of a part whose own colours fill it
+FACE_OVAL = (0.85, 0.45)  # the face's half-length along the neck's line and half-width, in head radii
+
 # Each part's parent in the skeleton; a part blends with its parent around the part's proximal joint.
 PARENT = {
     "head": "torso",
@@ -133,7 +136,12 @@ def build_mesh(
         own = (labels == part).astype(np.uint8)
         if own.sum() < 16:
             continue
-        hidden = np.zeros_like(own) if beneath is None else _hidden_inside(own, beneath == part, gap)
+        hidden = np.zeros_like(own)
+        if beneath is not None:
+            face = None
+            if spec.kind == "head":
+                face = _face_oval(joints, spec, own.shape)
+            hidden = _hidden_inside(own, beneath == part, gap, face)
         box = grown_box(own | hidden, reach + 2)  # the two dilations below reach this far
         by0, bx0 = box[0].start, box[1].start
         # Parts overlap by two pixels so resampled seams never let the background show through.
@@ -188,11 +196,29 @@ def _with_caps(
     return out
 
 
-def _hidden_inside(own: np.ndarray, hidden: np.ndarray, gap: float) -> np.ndarray:
+def _face_oval(joints: np.ndarray, spec: PartSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """An oval around the face (uint8 mask): centred on the head joint (between the ears), long along the neck's
+    line, short across it; it reaches the jaw but not the neck and shoulders below."""
+    up = joints[spec.end] - joints[spec.start]
+    angle = float(np.degrees(np.arctan2(up[1], up[0])))
+    radius = head_radius(joints)
+    axes = (int(round(FACE_OVAL[0] * radius)), int(round(FACE_OVAL[1] * radius)))
+    face = np.zeros(shape[:2], np.uint8)
+    cv2.ellipse(face, tuple(int(round(v)) for v in joints[spec.end]), axes, angle, 0, 360, 1, -1)
+    return face
+
+
+def _hidden_inside(
+    own: np.ndarray, hidden: np.ndarray, gap: float, face: np.ndarray | None = None
+) -> np.ndarray:
     """The hidden pixels inside the part's own outline: its convex hull, closed over gaps up to `gap` pixels
     wide (the forearm's band across it). A forearm's band reaching past the chin or hip would otherwise widen
     the face or body where it never was; the hull alone is not enough where the part is concave (a head and
-    its neck: the hull spans the background between jaw and shoulder, and the fill showed there as a wing)."""
+    its neck: the hull spans the background between jaw and shoulder, and the fill showed there as a wing).
+
+    With `face` (the head's _face_oval), the hull of the part's pixels inside it counts as outline too: a fist
+    wider than `gap` over the jaw hides the jaw line itself, and the face's hull restores it.
+    """
     if not hidden.any():
         return hidden.astype(np.uint8)
     hull = np.zeros_like(own)
@@ -200,20 +226,35 @@ def _hidden_inside(own: np.ndarray, hidden: np.ndarray, gap: float) -> np.ndarra
     radius = max(1, int(round(gap / 2)))
     box = grown_box(own, 2 * radius)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    closed = np.zeros_like(own)
-    closed[box] = cv2.morphologyEx(own[box], cv2.MORPH_CLOSE, kernel)
-    return (hidden & (hull > 0) & (closed > 0)).astype(np.uint8)
+    outline = np.zeros_like(own)
+    outline[box] = cv2.morphologyEx(own[box], cv2.MORPH_CLOSE, kernel)
+    inner = own & face if face is not None else None
+    if inner is not None and inner.any():
+        cv2.fillConvexPoly(outline, cv2.convexHull(cv2.findNonZero(inner)), 1)
+    return (hidden & (hull > 0) & (outline > 0)).astype(np.uint8)
 
 
 def _fill_hidden(premult: np.ndarray, own: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """The part's premultiplied pixels with those a forearm hid filled in from its own (opaque, smooth)."""
+    """The part's premultiplied pixels with those a forearm hid filled in from its own (opaque, smooth).
+
+    The fill is a smooth interpolation of the part's own pixels in a ring around the hidden stretch only: over
+    the whole part, a face's hair darkened the skin filled under a fist into a fist-shaped shadow. The ring's
+    inner pixels, the covering hand's blended outline, are filled too, so no seam line is left.
+    """
     out = premult.copy()
-    valid = (own & (1 - hidden)).astype(np.float32) * (premult[..., 3] > 250)
-    if valid.sum() == 0:
+    seam = cv2.dilate(hidden, np.ones((5, 5), np.uint8)) & own
+    ring = cv2.dilate(hidden, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * FILL_REACH + 1,) * 2))
+    opaque = premult[..., 3] > 250
+    valid = (own & ring & (1 - seam)).astype(np.float32) * opaque
+    if valid.sum() < 16:  # hardly any of the part around it: fill from all of the part
+        valid = (own & (1 - seam) & (1 - hidden)).astype(np.float32) * opaque
+    filled = (hidden | seam) > 0
+    if valid.sum() == 0:  # nothing to fill from: leave the hidden stretch out rather than show what hid it
+        out[hidden > 0] = 0
         return out
     colour = push_pull_fill(premult[..., :3], valid)
-    out[hidden > 0, :3] = colour[hidden > 0]
-    out[hidden > 0, 3] = 255
+    out[filled, :3] = colour[filled]
+    out[filled, 3] = 255
     return out
 
 

@@ -136,7 +136,7 @@ def build_character(
     lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     size = max(float(lengths[0]), 1.0)
     background = fill_background(rgb, alpha, soft)
-    hands = hand_masks({side: hand * (sx, sy) for side, hand in image_pose.hands.items()}, alpha)
+    hands = hand_masks({side: hand * (sx, sy) for side, hand in image_pose.hands.items()}, alpha, rgb)
     specs, labels, beneath = label_parts(
         alpha, joints, visibility, size, depth=joints4[:, 2], rgb=rgb, hands=hands
     )
@@ -284,6 +284,8 @@ def cap_radius(labels: np.ndarray, index: int, spec: PartSpec, joints: np.ndarra
 HAND_PALM = (0, 1, 5, 9, 13, 17)
 HAND_FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
 FINGER_WIDTH = 0.3  # a finger's width drawn, in palm lengths (wrist to the middle finger's base): generous
+FINGER_CORE = 0.1  # the line along a finger that is surely hand, in palm lengths
+HAND_RING = 0.25  # the ring around a hand whose colours tell GrabCut what is not hand, in palm lengths
 ARM_CORE = 0.12  # half an arm's width, in shoulder widths: the band around its bone that is surely arm
 SLIVER = 3  # pixels: pieces thinner than this never change part on colour alone
 IN_FRONT = 0.1  # body sizes nearer the camera (BlazePose z) a wrist must be to lie over a body part
@@ -379,21 +381,54 @@ def label_parts(
     return specs, labels, beneath
 
 
-def hand_masks(hands: dict[str, np.ndarray], alpha: np.ndarray) -> dict[str, np.ndarray]:
+def hand_masks(
+    hands: dict[str, np.ndarray], alpha: np.ndarray, rgb: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Each forearm's hand (from ImagePose.hands, canvas pixels) as a mask of the person's pixels: the palm
-    and a band along each finger, so what shows between spread fingers stays with what it is."""
+    and a band along each finger, so what shows between spread fingers stays with what it is.
+
+    The band is drawn wide enough for any finger; with the image's `rgb`, GrabCut then keeps of it what
+    looks like the hand (seeded by the palm and a thin line along each finger, against a ring around the
+    band): the skirt's edge between the fingers of a hand on the hip stays on the skirt.
+    """
     person = alpha > 0.02
     masks = {}
     for side, landmarks in hands.items():
-        drawn = np.zeros(alpha.shape, np.uint8)
-        points = np.round(landmarks).astype(np.int32)
-        cv2.fillPoly(drawn, [cv2.convexHull(points[list(HAND_PALM)])], 1)
         palm = max(float(np.linalg.norm(landmarks[bp.HAND_MIDDLE_BASE] - landmarks[0])), 1.0)
-        width = max(2, int(round(FINGER_WIDTH * palm)))
-        for finger in HAND_FINGERS:
-            cv2.polylines(drawn, [points[list(finger)]], False, 1, width)
-        masks[f"{side[0]}_forearm"] = (drawn > 0) & person
+        wide = _drawn_hand(landmarks, FINGER_WIDTH * palm, alpha.shape)
+        if rgb is not None:
+            ring = max(2, int(round(HAND_RING * palm)))
+            box = grown_box(wide, ring + 1)
+            # Gaps between the bands closed first (a fist's folded fingers); colour reopens what is not hand.
+            reach = max(3, int(round(FINGER_WIDTH * palm)) | 1)
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach))
+            wide[box] = cv2.morphologyEx(wide[box], cv2.MORPH_CLOSE, kernel)
+            state = np.full(wide[box].shape, cv2.GC_BGD, np.uint8)
+            state[wide[box] > 0] = cv2.GC_PR_FGD
+            state[_drawn_hand(landmarks, FINGER_CORE * palm, alpha.shape)[box] > 0] = cv2.GC_FGD
+            models = np.zeros((1, 65)), np.zeros((1, 65))
+            cv2.grabCut(np.ascontiguousarray(rgb[box]), state, None, *models, 3, cv2.GC_INIT_WITH_MASK)
+            wide[box] &= _without_holes(np.isin(state, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8))
+        masks[f"{side[0]}_forearm"] = (wide > 0) & person
     return masks
+
+
+def _without_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` (uint8 0/1) with every region it encloses filled: a shadow in a fist's palm is still hand."""
+    outside = np.pad(1 - mask, 1, constant_values=1)
+    flood = np.zeros((outside.shape[0] + 2, outside.shape[1] + 2), np.uint8)
+    cv2.floodFill(outside, flood, (0, 0), 2)
+    return (outside[1:-1, 1:-1] != 2).astype(np.uint8)
+
+
+def _drawn_hand(landmarks: np.ndarray, finger_width: float, shape: tuple[int, ...]) -> np.ndarray:
+    """The palm's outline filled and each finger drawn `finger_width` pixels wide, as a uint8 mask."""
+    drawn = np.zeros(shape[:2], np.uint8)
+    points = np.round(landmarks).astype(np.int32)
+    cv2.fillPoly(drawn, [cv2.convexHull(points[list(HAND_PALM)])], 1)
+    for finger in HAND_FINGERS:
+        cv2.polylines(drawn, [points[list(finger)]], False, 1, max(1, int(round(finger_width))))
+    return drawn
 
 
 def _hands_by_colour(
