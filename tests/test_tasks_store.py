@@ -115,6 +115,25 @@ def test_one_claim_wins_among_concurrent_claimers(store):
     assert task.status == "processing" and task.attempts == 1
 
 
+def test_concurrent_claims_of_one_key_never_exceed_its_running_limit(store):
+    key, _ = store.create_key("k")
+    tasks = [new_task(store, key.id) for _ in range(6)]
+    barrier = threading.Barrier(len(tasks))
+
+    def claim(task_id: str) -> bool | None:
+        barrier.wait()
+        return store.claim_within_limit(task_id)
+
+    with ThreadPoolExecutor(len(tasks)) as pool:
+        outcomes = list(pool.map(claim, tasks))
+    # max_running_per_key=2: two win, the rest are told the key is busy and stay pending.
+    assert outcomes.count(True) == 2 and outcomes.count(None) == 4
+    statuses = [store.get_task(task_id).status for task_id in tasks]
+    assert statuses.count("processing") == 2 and statuses.count("pending") == 4
+    assert store.claim_within_limit(tasks[outcomes.index(True)]) is None  # busy is checked before pending
+    assert store.claim_within_limit("task-unified-0-nosuchtask") is False
+
+
 def test_claim_next_hands_each_task_out_once(store):
     keys = [store.create_key(f"k{i}")[0] for i in range(5)]
     created = {new_task(store, keys[i % 5].id) for i in range(10)}

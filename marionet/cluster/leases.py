@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from marionet.cluster.app import queue_for_engine, send_run
 from marionet.config import Settings
@@ -127,15 +127,6 @@ class LeaseStore:
         for row in lost:
             send_run(self.app, row.id, row.engine)
         return [row.id for row in lost]
-
-    def key_is_busy(self, task_id: str) -> bool:
-        """Whether the task's key already has its limit of tasks running (checked, not locked: approximate)."""
-        with self.store.session() as session:
-            key_id = select(Task.api_key_id).where(Task.id == task_id).scalar_subquery()
-            running = session.scalar(
-                select(func.count()).where(Task.api_key_id == key_id, Task.status == PROCESSING)
-            )
-        return (running or 0) >= self.settings.max_running_per_key
 
     def enqueue(self, task_id: str) -> None:
         send_run(self.app, task_id, self.store.get_task(task_id).engine)

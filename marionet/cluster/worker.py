@@ -121,14 +121,16 @@ def run_worker(settings: Settings, engines: list[str], worker_id: str | None = N
     # A database hiccup before the claim must not lose the message: retry it later instead of acking it.
     @app.task(name=RUN_TASK, autoretry_for=(DBAPIError,), retry_backoff=True, max_retries=None)
     def run_task(task_id: str) -> None:
-        if leases.key_is_busy(task_id):
+        # The claim succeeds only on a pending task, so a message for a task that is done, cancelled or
+        # running elsewhere (a redelivery) is acknowledged without doing anything; it is refused (None) while
+        # the task's key runs its limit of tasks, counted in the claim's own transaction.
+        claimed = store.claim_within_limit(task_id)
+        if claimed is None:
             # Back to the tail of the queue: the key already runs its limit of tasks elsewhere.
             time.sleep(settings.heartbeat_interval_s / 2)
             leases.enqueue(task_id)
             return
-        # The claim succeeds only on a pending task, so a message for a task that is done, cancelled or
-        # running elsewhere (a redelivery) is acknowledged without doing anything.
-        if not store.claim(task_id):
+        if not claimed:
             log.info("task %s is not pending any more; message dropped", task_id)
             return
         attempt = store.get_task(task_id).attempts

@@ -145,20 +145,44 @@ class Store:
     # --- tasks: lifecycle -----------------------------------------------------------------------------------
     def claim(self, task_id: str) -> bool:
         """Move one pending task to processing; True only for the single caller that won it."""
-        now = time.time()
         with self.session.begin() as s:
-            result = s.execute(
-                update(Task)
-                .where(Task.id == task_id, Task.status == PENDING)
-                .values(
-                    status=PROCESSING,
-                    attempts=Task.attempts + 1,
-                    started_at=now,
-                    heartbeat_at=now,
-                    updated_at=now,
-                )
+            return self._claim(s, task_id)
+
+    def claim_within_limit(self, task_id: str) -> bool | None:
+        """claim(), unless the task's key already runs max_running_per_key tasks: then None, claiming nothing.
+
+        The count and the claim are one transaction holding the key's row (FOR UPDATE on PostgreSQL; SQLite
+        serialises write transactions), so workers claiming tasks of one key at once never exceed its limit.
+        """
+        with self.session.begin() as s:
+            key_id = s.scalar(select(Task.api_key_id).where(Task.id == task_id))
+            if key_id is None:
+                return False
+            s.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
+            running = s.scalar(
+                select(func.count())
+                .select_from(Task)
+                .where(Task.api_key_id == key_id, Task.status == PROCESSING)
             )
-            return result.rowcount == 1
+            if running >= self.settings.max_running_per_key:
+                return None
+            return self._claim(s, task_id)
+
+    @staticmethod
+    def _claim(s, task_id: str) -> bool:
+        now = time.time()
+        result = s.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.status == PENDING)
+            .values(
+                status=PROCESSING,
+                attempts=Task.attempts + 1,
+                started_at=now,
+                heartbeat_at=now,
+                updated_at=now,
+            )
+        )
+        return result.rowcount == 1
 
     def claim_next(self) -> str | None:
         """Claim the oldest pending task whose key is under its running limit; None when there is none."""
@@ -178,7 +202,7 @@ class Store:
                 )
             if task_id is None:
                 return None
-            if self.claim(task_id):
+            if self.claim_within_limit(task_id):
                 return task_id
         return None
 
