@@ -13,14 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from marionet.api.app import create_app
 from marionet.config import Settings
 from marionet.media.cache import InputCache
+from marionet.tasks.callbacks import resend_lost_callbacks
 from marionet.tasks.db import migrate
+from marionet.tasks.models import Task
 from marionet.tasks.retention import purge_expired
 from marionet.tasks.signing import result_link
 from marionet.tasks.store import NewTask, Store
+from tests.servers import CallbackReceiver
 
 PG = os.environ.get("MARIONET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -61,7 +65,7 @@ def store(request, tmp_path):
     next(gen, None)
 
 
-def new_task(store: Store, key_id: int) -> str:
+def new_task(store: Store, key_id: int, callback_url: str | None = None) -> str:
     params = NewTask(
         model="kling-v3-motion-control",
         engine="marionet-cpu",
@@ -71,7 +75,7 @@ def new_task(store: Store, key_id: int) -> str:
         keep_original_sound=True,
         image_url="http://127.0.0.1/i.jpg",
         video_url="http://127.0.0.1/v.mp4",
-        callback_url=None,
+        callback_url=callback_url,
         base_url="http://127.0.0.1:1",
     )
     return store.create_task(key_id, params).id
@@ -298,3 +302,28 @@ def test_retention_deletes_results_and_the_link_answers_410(tmp_path):
         assert r.status_code == 410 and r.json()["error"]["code"] == "result_deleted"
         task = client.get(f"/v1/tasks/{task_id}", headers={"Authorization": f"Bearer {token}"}).json()
         assert task["status"] == "completed" and httpx.URL(task["results"][0]).path.endswith(".mp4")
+
+
+def test_a_callback_whose_sender_died_is_sent_again_once_and_only_when_it_cannot_still_be_retrying(store):
+    settings = store.settings.model_copy(update={"url_allowlist": "127.0.0.1"})
+    receiver = CallbackReceiver()
+    try:
+        key, _ = store.create_key("k")
+        lost, recent, delivered = (new_task(store, key.id, receiver.url) for _ in range(3))
+        for task_id in (lost, recent, delivered):
+            assert store.claim(task_id) and store.fail(task_id, "engine_failed", "no person", attempt=1)
+        store.set_callback_status(delivered, "delivered")
+        # The process sending `lost`'s callback died an hour ago; `recent` ended moments ago and may still be
+        # retrying: only the first is sent again, once, whoever else sweeps at the same time.
+        with store.session.begin() as s:
+            s.execute(update(Task).where(Task.id == lost).values(finished_at=time.time() - 3600))
+        assert resend_lost_callbacks(settings, store) == [lost]
+        assert resend_lost_callbacks(settings, store) == []
+        deadline = time.monotonic() + 10
+        while store.get_task(lost).callback_status != "delivered" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.get_task(lost).callback_status == "delivered"
+        assert [body["id"] for body in receiver.bodies()] == [lost]
+        assert store.get_task(recent).callback_status is None
+    finally:
+        receiver.close()

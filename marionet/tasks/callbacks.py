@@ -51,6 +51,26 @@ def deliver_callback(task_id: str, settings: Settings, store: Store | None = Non
     return False
 
 
+def delivery_span_s(settings: Settings) -> float:
+    """The longest a delivery can take, every try timing out and every retry delay waited."""
+    tries = settings.callback_attempts
+    per_try = settings.fetch_connect_timeout_s + settings.fetch_read_timeout_s
+    return tries * per_try + settings.callback_backoff_s * (2 ** (tries - 1) - 1)
+
+
+def resend_lost_callbacks(settings: Settings, store: Store, now: float | None = None) -> list[str]:
+    """Send again the callbacks whose delivery never finished: their sender (the task's process, a worker)
+    died before a 2xx or its last try. Only tasks ended longer ago than a whole delivery can take qualify, so
+    a delivery still retrying is never doubled; each is taken by one caller and sent in the background."""
+    cutoff = (now or time.time()) - delivery_span_s(settings) - 60.0
+    sent = []
+    for task_id in store.undelivered_callbacks(cutoff):
+        if store.take_callback(task_id):
+            deliver_callback_in_background(task_id, settings)
+            sent.append(task_id)
+    return sent
+
+
 def deliver_callback_in_background(task_id: str, settings: Settings) -> None:
     threading.Thread(target=deliver_callback, args=(task_id, settings), daemon=True).start()
 

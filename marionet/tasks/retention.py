@@ -1,5 +1,5 @@
 """Delete results, uploaded inputs and cached inputs once the retention period has passed, and the scratch
-folders that crashed attempts left behind."""
+folders that crashed attempts left behind; send again the callbacks a dead process never finished sending."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from marionet.config import Settings
 from marionet.errors import NotFound
 from marionet.media.cache import InputCache
 from marionet.media.uploads import uploads_dir
+from marionet.tasks.callbacks import resend_lost_callbacks
 from marionet.tasks.models import PROCESSING
 from marionet.tasks.store import Store
 
@@ -90,6 +91,9 @@ class Janitor:
                 removed = purge_expired(self.settings, self.store)
                 if removed:
                     log.info("retention: deleted %d files", removed)
+                resent = resend_lost_callbacks(self.settings, self.store)
+                if resent:
+                    log.warning("callbacks whose delivery never finished, sent again: %s", ", ".join(resent))
             except Exception:
                 log.exception("retention pass failed")
             self._stop.wait(self.settings.cleanup_interval_s)

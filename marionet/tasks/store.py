@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from marionet.config import Settings
 from marionet.errors import Conflict, MarionetError, NotFound, RateLimited, TaskCancelled
 from marionet.tasks.db import session_factory
-from marionet.tasks.models import COMPLETED, FAILED, PENDING, PROCESSING, STATUSES, ApiKey, Task
+from marionet.tasks.models import COMPLETED, FAILED, PENDING, PROCESSING, STATUSES, TERMINAL, ApiKey, Task
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 KEY_PREFIX = "mk-"
@@ -410,6 +410,33 @@ class Store:
     def mark_result_deleted(self, task_id: str) -> None:
         with self.session.begin() as s:
             s.execute(update(Task).where(Task.id == task_id).values(result_deleted=True))
+
+    def undelivered_callbacks(self, ended_before: float, limit: int = 100) -> list[str]:
+        """Ended tasks with a callback URL whose delivery never finished (its sender died), oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Task.id)
+                    .where(
+                        Task.status.in_(TERMINAL),
+                        Task.callback_url.is_not(None),
+                        Task.callback_status.is_(None),
+                        Task.finished_at < ended_before,
+                    )
+                    .order_by(Task.seq)
+                    .limit(limit)
+                )
+            )
+
+    def take_callback(self, task_id: str) -> bool:
+        """Mark a never-finished callback as being sent again; True only for the one caller that may send it."""
+        with self.session.begin() as s:
+            result = s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.callback_status.is_(None))
+                .values(callback_status="resending")
+            )
+            return result.rowcount == 1
 
     def set_callback_status(self, task_id: str, status: str) -> None:
         with self.session.begin() as s:
