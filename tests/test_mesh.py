@@ -274,3 +274,28 @@ def test_a_hand_outline_keeps_what_looks_like_the_hand_and_leaves_the_skirt_betw
     assert (by_shape & hand).sum() >= 0.97 * hand.sum() and (by_shape & red).sum() > 300
     assert (by_colour & hand).sum() >= 0.97 * hand.sum()  # the hand, whole
     assert (by_colour & red).sum() <= 0.1 * (by_shape & red).sum()  # and hardly any skirt
+
+
+def test_a_stray_piece_by_the_ankle_goes_to_the_leg_not_to_the_far_head():
+    # A stick figure and a loose piece of it beside the right shin's end, past every limb's reach (a sliver of
+    # glow at the cartoon's knee): it goes to its plainly nearest part. Taking the reach penalty off every cost
+    # over two body sizes had also lowered the head's, the farthest part, and the piece went to the head.
+    joints = np.zeros((len(JOINT_NAMES), 2))
+    for name, xy in {
+        "head": (150, 45), "neck": (150, 85), "pelvis": (150, 200),
+        "l_shoulder": (195, 90), "l_elbow": (215, 150), "l_wrist": (220, 200), "l_hand": (222, 215),
+        "r_shoulder": (105, 90), "r_elbow": (85, 150), "r_wrist": (80, 200), "r_hand": (78, 215),
+        "l_hip": (170, 200), "l_knee": (172, 250), "l_ankle": (174, 300), "l_foot": (180, 310),
+        "r_hip": (130, 200), "r_knee": (128, 250), "r_ankle": (126, 300), "r_foot": (120, 310),
+    }.items():  # fmt: skip
+        joints[J[name]] = xy
+    person = np.zeros((330, 300), np.uint8)
+    cv2.circle(person, (150, 45), 28, 1, -1)
+    cv2.rectangle(person, (112, 85), (188, 200), 1, -1)
+    for a, b in (("l_shoulder", "l_elbow"), ("l_elbow", "l_hand"), ("r_shoulder", "r_elbow"), ("r_elbow", "r_hand"),
+                 ("l_hip", "l_knee"), ("l_knee", "l_foot"), ("r_hip", "r_knee"), ("r_knee", "r_foot")):  # fmt: skip
+        cv2.line(person, tuple(map(int, joints[J[a]])), tuple(map(int, joints[J[b]])), 1, 14)
+    cv2.circle(person, (240, 312), 5, 1, -1)  # the loose piece, 60 px from the left foot
+    size = float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]]))
+    specs, labels, _ = label_parts(person.astype(np.float32), joints, np.ones(len(joints)), size)
+    assert specs[labels[312, 240]].kind == "leg"

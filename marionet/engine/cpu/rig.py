@@ -296,8 +296,11 @@ def arm_core(joints: np.ndarray, size: float) -> float:
     return ARM_CORE * max(shoulder_width(joints), 0.5 * size)
 
 
-def part_costs(points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float) -> np.ndarray:
-    """(parts, points) cost of giving each point to each part: distance to the part's bone minus its thickness."""
+def part_costs(
+    points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float, within_reach: bool = True
+) -> np.ndarray:
+    """(parts, points) cost of giving each point to each part: distance to the part's bone minus its thickness.
+    A limb is kept from pixels beyond its reach (a skirt beside a leg) unless `within_reach` is False."""
     shoulders, hips_width = shoulder_width(joints), hip_width(joints)
     torso_radius = 0.4 * max(shoulders, 0.5 * size)
     head = head_radius(joints)
@@ -314,7 +317,8 @@ def part_costs(points: np.ndarray, specs: list[PartSpec], joints: np.ndarray, si
             # A limb claims only pixels within its own thickness; skirts, capes and sleeves stay on the body.
             distance = _segment_distance(points, joints[spec.start], joints[spec.reach])
             reach = limb_reach[spec.kind]
-            cost[i] = np.where(distance <= reach, distance - limb_core[spec.kind], distance + 4 * size)
+            beyond = (distance > reach) if within_reach else np.zeros(len(points), bool)
+            cost[i] = np.where(beyond, distance + 4 * size, distance - limb_core[spec.kind])
     return cost
 
 
@@ -359,11 +363,12 @@ def label_parts(
     if rgb is not None:
         taken, given_back = _hands_by_colour(rgb, points, label, plain_cost, specs, joints, size)
         raised |= taken
-    # A piece far from the part it fell to (a claw past the hand's reach) goes to its plainly nearest part.
+    # A piece far from the part it fell to (a claw past the hand's reach) goes to its plainly nearest part,
+    # limbs' reach aside. (Taking the reach penalty off every cost above 2 body sizes, as this once did, also
+    # lowered the costs of parts that are simply far: a sliver at the cartoon's knee went to her head.)
     stray = (cost[label, np.arange(len(points))] > 0.5 * size) & ~given_back
     if stray.any():
-        plain = cost[:, stray].copy()
-        plain[plain > 2 * size] -= 4 * size
+        plain = part_costs(points[stray], specs, joints, size, within_reach=False)
         label[stray] = np.argmin(plain, axis=0)
     for i, spec in enumerate(specs):
         if hands is not None and spec.name in hands:
