@@ -37,9 +37,8 @@ MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
 LARGER_PERSON = 1.05  # a second person this much larger (torso length) than the one found is followed instead
 SEAM_FRAMES = 10  # frames over which one chunk's reading takes over from the previous one's
 HAND_MIDDLE_BASE = 9  # MediaPipe Hands' landmark at the middle finger's base; 0 is the wrist
-HAND_REACH = (
-    2.0  # palm lengths a hand's wrist may lie from BlazePose's (drawn characters' wrists are read loosely)
-)
+# Palm lengths a hand's wrist may lie from BlazePose's wrist (drawn characters' wrists are read loosely).
+HAND_REACH = 2.0
 
 
 @dataclass
@@ -128,7 +127,7 @@ def detect_hands(rgb: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarray
     person's own), the hand's 21 landmarks (21, 2) in image pixels. BlazePose gives a hand three points at its
     knuckles; these outline the whole hand, curled fingers of a fist included.
 
-    Each hand is looked for in a square around BlazePose's wrist, about two forearms wide: in a full-body
+    Each hand is looked for in a square around BlazePose's hand, 1.2 arm segments wide: in a full-body
     image a hand is a few pixels of the palm detector's 192 px view of the whole frame, and a drawn hand was
     missed there. A hand found nearer the other wrist (hands held together) or far from this one is dropped.
     """
