@@ -133,6 +133,14 @@ def test_variable_frame_rate_video(tmp_path):
     frames = list(read_frames(path, info))
     assert len(frames) == info.output_frame_count
     assert all(rgb.shape == (360, 360, 3) for _, _, rgb in frames)
+    # Each output frame shows the source frame nearest its own time (make_video paints frame i's lower-left
+    # block grey 7 i mod 256): the dense first second drops frames, the sparse rest repeats them, so motion
+    # keeps its timing. Read one to one, output frame 30 (3.0 s) showed the source frame of 1.0 s.
+    levels = np.array([(i * 7) % 256 for i in range(len(times))])
+    for index, t, rgb in frames:
+        shown = int(np.argmin(np.abs(levels - rgb[200:, :40].mean())))
+        nearest = np.min(np.abs(np.array(times) - t))
+        assert abs(times[shown] - t) <= nearest + 1e-3, (index, t, times[shown])
 
 
 @pytest.mark.parametrize("rotation", [-90, 90])

@@ -111,7 +111,10 @@ def read_frames(
 ) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield (index, timestamp_s, rgb) at the output frame rate (the source's, at most 30 fps).
 
-    Above 30 fps, the source frame nearest each output timestamp is kept, so duration is preserved.
+    Output frame i shows the source frame nearest i / output_fps by its own timestamp: above 30 fps frames
+    are dropped, and in a variable-frame-rate video (a phone that slowed down in the dark, a screen capture)
+    sparse stretches repeat frames and dense ones drop some, so motion keeps the source's timing and the
+    audio stays in sync. A constant-rate video at 30 fps or less maps one to one.
     `max_side` shrinks frames while converting them, for analysis that needs no full size. Shrunk to half or
     less, frames are decoded without H.264's deblocking filter (a fifth of the decoder's time): the shrink
     averages away the block edges it would have smoothed.
@@ -119,8 +122,15 @@ def read_frames(
     info = info or probe_video(path)
     scale = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
     out_fps = info.output_fps
-    resample = info.fps > MAX_OUTPUT_FPS
     total = info.output_frame_count
+
+    def converted(frame: av.VideoFrame) -> np.ndarray:
+        if scale < 1.0:
+            rgb = _shrunk_rgb(frame, max(2, round(frame.width * scale)), max(2, round(frame.height * scale)))
+        else:
+            rgb = frame.to_ndarray(format="rgb24")
+        return _upright(rgb, info.rotation)
+
     index = 0
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
@@ -128,27 +138,29 @@ def read_frames(
         if scale <= 0.5:
             stream.codec_context.options = {"skip_loop_filter": "all"}
         start = None
-        for frame in container.decode(stream):
-            if index >= total:
-                break
-            t = float(frame.time) if frame.time is not None else index / info.fps
+        held: tuple[float, av.VideoFrame] | None = None  # the latest source frame, not yet past its turn
+        for position, frame in enumerate(container.decode(stream)):
+            t = float(frame.time) if frame.time is not None else position / info.fps
             if start is None:
                 start = t
             t -= start
-            if resample:
-                # Skip source frames until this one is the nearest to the next output timestamp.
-                target = index / out_fps
-                if t + 0.5 / info.fps < target:
-                    continue
-            if scale < 1.0:
-                rgb = _shrunk_rgb(
-                    frame, max(2, round(frame.width * scale)), max(2, round(frame.height * scale))
-                )
-            else:
-                rgb = frame.to_ndarray(format="rgb24")
-            rgb = _upright(rgb, info.rotation)
-            yield index, index / out_fps, rgb
-            index += 1
+            if held is not None:
+                # Output frames whose time is nearer the held frame than this one show the held frame.
+                rgb = None
+                while index < total and index / out_fps <= (held[0] + t) / 2:
+                    rgb = converted(held[1]) if rgb is None else rgb
+                    yield index, index / out_fps, rgb
+                    index += 1
+            if index >= total:
+                break
+            held = (t, frame)
+        # The last frame shows for one source frame interval, as a player would show it.
+        if held is not None:
+            rgb = None
+            while index < total and index / out_fps < held[0] + 1 / info.fps:
+                rgb = converted(held[1]) if rgb is None else rgb
+                yield index, index / out_fps, rgb
+                index += 1
 
 
 def _yuv_to_rgb(kr: float, kb: float) -> np.ndarray:
