@@ -90,13 +90,7 @@ class Store:
         now = time.time()
         created = int(now)
         with self.session.begin() as s:
-            # Locks the key row on PostgreSQL (SQLite serialises through BEGIN IMMEDIATE) so the count holds.
-            s.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
-            queued = s.scalar(
-                select(func.count())
-                .select_from(Task)
-                .where(Task.api_key_id == key_id, Task.status == PENDING)
-            )
+            queued = self._locked_count(s, key_id, PENDING)
             if queued >= self.settings.max_queued_per_key:
                 raise RateLimited(
                     f"This key already has {queued} tasks waiting (limit {self.settings.max_queued_per_key});"
@@ -158,15 +152,19 @@ class Store:
             key_id = s.scalar(select(Task.api_key_id).where(Task.id == task_id))
             if key_id is None:
                 return False
-            s.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
-            running = s.scalar(
-                select(func.count())
-                .select_from(Task)
-                .where(Task.api_key_id == key_id, Task.status == PROCESSING)
-            )
-            if running >= self.settings.max_running_per_key:
+            if self._locked_count(s, key_id, PROCESSING) >= self.settings.max_running_per_key:
                 return None
             return self._claim(s, task_id)
+
+    @staticmethod
+    def _locked_count(s, key_id: int, status: str) -> int:
+        """The key's tasks in `status`, counted while holding the key's row until the transaction ends (FOR
+        UPDATE on PostgreSQL; SQLite serialises write transactions through BEGIN IMMEDIATE), so the count holds
+        for whatever the transaction does next."""
+        s.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
+        return s.scalar(
+            select(func.count()).select_from(Task).where(Task.api_key_id == key_id, Task.status == status)
+        )
 
     @staticmethod
     def _claim(s, task_id: str) -> bool:
