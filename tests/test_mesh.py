@@ -39,6 +39,21 @@ def character() -> tuple[np.ndarray, CharacterRig]:
     return cv2.resize(rgb, canvas, interpolation=cv2.INTER_AREA), rig
 
 
+def figure_joints(**moved: tuple[float, float]) -> np.ndarray:
+    """Rig joints of a drawn 300 px stick figure standing with its arms down, some of them `moved`."""
+    joints = np.zeros((len(JOINT_NAMES), 2))
+    for name, xy in {
+        "head": (150, 45), "neck": (150, 85), "pelvis": (150, 200),
+        "l_shoulder": (195, 90), "l_elbow": (215, 150), "l_wrist": (220, 200), "l_hand": (222, 215),
+        "r_shoulder": (105, 90), "r_elbow": (85, 150), "r_wrist": (80, 200), "r_hand": (78, 215),
+        "l_hip": (170, 200), "l_knee": (172, 250), "l_ankle": (174, 300), "l_foot": (180, 310),
+        "r_hip": (130, 200), "r_knee": (128, 250), "r_ankle": (126, 300), "r_foot": (120, 310),
+        **moved,
+    }.items():  # fmt: skip
+        joints[J[name]] = xy
+    return joints
+
+
 def still(rig: CharacterRig, joints: np.ndarray) -> Motion:
     return Motion(
         joints=joints[None].copy(),
@@ -162,15 +177,7 @@ def test_a_hand_on_the_hip_leaves_the_skirt_under_it_behind():
     skin, shirt, skirt = (225, 170, 140), (235, 235, 240), (200, 25, 35)
     rgb = np.full((320, 300, 3), (90, 160, 200), np.uint8)
     person = np.zeros((320, 300), np.uint8)
-    joints = np.zeros((len(JOINT_NAMES), 2))
-    for name, xy in {
-        "head": (150, 45), "neck": (150, 85), "pelvis": (150, 200),
-        "l_shoulder": (195, 90), "l_elbow": (215, 150), "l_wrist": (220, 200), "l_hand": (222, 215),
-        "r_shoulder": (105, 90), "r_elbow": (60, 150), "r_wrist": (100, 190), "r_hand": (118, 197),
-        "l_hip": (170, 200), "l_knee": (172, 250), "l_ankle": (174, 300), "l_foot": (180, 310),
-        "r_hip": (130, 200), "r_knee": (128, 250), "r_ankle": (126, 300), "r_foot": (120, 310),
-    }.items():  # fmt: skip
-        joints[J[name]] = xy
+    joints = figure_joints(r_elbow=(60, 150), r_wrist=(100, 190), r_hand=(118, 197))
     cv2.rectangle(rgb, (112, 85), (188, 180), shirt, -1)
     cv2.rectangle(rgb, (105, 180), (195, 262), skirt, -1)
     cv2.circle(rgb, (150, 45), 28, skin, -1)
@@ -280,15 +287,7 @@ def test_a_stray_piece_by_the_ankle_goes_to_the_leg_not_to_the_far_head():
     # A stick figure and a loose piece of it beside the right shin's end, past every limb's reach (a sliver of
     # glow at the cartoon's knee): it goes to its plainly nearest part. Taking the reach penalty off every cost
     # over two body sizes had also lowered the head's, the farthest part, and the piece went to the head.
-    joints = np.zeros((len(JOINT_NAMES), 2))
-    for name, xy in {
-        "head": (150, 45), "neck": (150, 85), "pelvis": (150, 200),
-        "l_shoulder": (195, 90), "l_elbow": (215, 150), "l_wrist": (220, 200), "l_hand": (222, 215),
-        "r_shoulder": (105, 90), "r_elbow": (85, 150), "r_wrist": (80, 200), "r_hand": (78, 215),
-        "l_hip": (170, 200), "l_knee": (172, 250), "l_ankle": (174, 300), "l_foot": (180, 310),
-        "r_hip": (130, 200), "r_knee": (128, 250), "r_ankle": (126, 300), "r_foot": (120, 310),
-    }.items():  # fmt: skip
-        joints[J[name]] = xy
+    joints = figure_joints()
     person = np.zeros((330, 300), np.uint8)
     cv2.circle(person, (150, 45), 28, 1, -1)
     cv2.rectangle(person, (112, 85), (188, 200), 1, -1)

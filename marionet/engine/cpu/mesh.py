@@ -127,9 +127,8 @@ def build_mesh(
     reach = int(np.ceil(0.8 * cell)) + 3
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
     layers = []
-    gap = 3 * arm_core(
-        joints, size
-    )  # widest forearm band a hidden stretch of head or torso lies under (a fist)
+    # The widest forearm band (a fist) a hidden stretch of head or torso lies under.
+    gap = 3 * arm_core(joints, size)
     cx = np.clip(np.round(centroids[:, 0]).astype(int), 0, width - 1)
     cy = np.clip(np.round(centroids[:, 1]).astype(int), 0, height - 1)
     for part, spec in enumerate(specs):
