@@ -15,6 +15,7 @@ from marionet.engine.cpu.mesh import build_mesh, posed_vertices
 from marionet.engine.cpu.render import RenderSettings, render_frame, spec_transforms, tip_shifts
 from marionet.engine.cpu.retarget import Motion
 from marionet.engine.cpu.rig import (
+    BONES,
     JOINT_NAMES,
     PARTS,
     CharacterRig,
@@ -26,6 +27,7 @@ from marionet.engine.cpu.rig import (
     joints_from_landmarks,
     label_parts,
     refine_mask,
+    skirt_over_thighs,
 )
 
 
@@ -52,6 +54,21 @@ def figure_joints(**moved: tuple[float, float]) -> np.ndarray:
     }.items():  # fmt: skip
         joints[J[name]] = xy
     return joints
+
+
+FIGURE_ARMS = (
+    ("l_shoulder", "l_elbow"),
+    ("l_elbow", "l_hand"),
+    ("r_shoulder", "r_elbow"),
+    ("r_elbow", "r_hand"),
+)
+FIGURE_LEGS = (("l_hip", "l_knee"), ("l_knee", "l_foot"), ("r_hip", "r_knee"), ("r_knee", "r_foot"))
+
+
+def draw_limbs(image: np.ndarray, joints: np.ndarray, bones, value, width: int) -> None:
+    """Each bone (joint name, joint name) of a drawn figure as a line `width` pixels wide."""
+    for a, b in bones:
+        cv2.line(image, tuple(map(int, joints[J[a]])), tuple(map(int, joints[J[b]])), value, width)
 
 
 def still(rig: CharacterRig, joints: np.ndarray) -> Motion:
@@ -291,10 +308,63 @@ def test_a_stray_piece_by_the_ankle_goes_to_the_leg_not_to_the_far_head():
     person = np.zeros((330, 300), np.uint8)
     cv2.circle(person, (150, 45), 28, 1, -1)
     cv2.rectangle(person, (112, 85), (188, 200), 1, -1)
-    for a, b in (("l_shoulder", "l_elbow"), ("l_elbow", "l_hand"), ("r_shoulder", "r_elbow"), ("r_elbow", "r_hand"),
-                 ("l_hip", "l_knee"), ("l_knee", "l_foot"), ("r_hip", "r_knee"), ("r_knee", "r_foot")):  # fmt: skip
-        cv2.line(person, tuple(map(int, joints[J[a]])), tuple(map(int, joints[J[b]])), 1, 14)
+    draw_limbs(person, joints, FIGURE_ARMS + FIGURE_LEGS, 1, 14)
     cv2.circle(person, (240, 312), 5, 1, -1)  # the loose piece, 60 px from the left foot
     size = float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]]))
     specs, labels, _ = label_parts(person.astype(np.float32), joints, np.ones(len(joints)), size)
     assert specs[labels[312, 240]].kind == "leg"
+
+
+def test_a_skirt_stays_whole_when_the_legs_part_and_the_thigh_under_it_is_leg():
+    # A drawn figure in a red skirt over skin-coloured legs. As pieces of the thighs, the skirt tore along the
+    # inner thighs whenever the legs moved apart, and its sides went off with the legs.
+    joints = figure_joints()
+    skin, red, shirt, sky = (225, 170, 140), (200, 25, 35), (235, 235, 235), (60, 90, 160)
+    rgb = np.full((330, 300, 3), sky, np.uint8)
+    draw_limbs(rgb, joints, FIGURE_LEGS, skin, 16)
+    draw_limbs(rgb, joints, FIGURE_ARMS, skin, 14)
+    cv2.rectangle(rgb, (112, 85), (188, 195), shirt, -1)
+    skirt_outline = np.array([(120, 185), (180, 185), (205, 235), (95, 235)], np.int32)
+    cv2.fillPoly(rgb, [skirt_outline], red)
+    cv2.circle(rgb, (150, 45), 28, skin, -1)
+    person = np.any(rgb != sky, axis=2).astype(np.uint8)
+    skirt = np.zeros_like(person)
+    cv2.fillPoly(skirt, [skirt_outline], 1)
+    alpha = person.astype(np.float32)
+    size = float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]]))
+    visibility = np.ones(len(joints))
+    specs, labels, beneath = label_parts(alpha, joints, visibility, size, rgb=rgb)
+    names = [s.name for s in specs]
+    assert names[labels[225, 110]] == "r_thigh"  # the skirt's sides fall to the thighs by distance alone
+    over = skirt_over_thighs(rgb, alpha, labels, specs, joints)
+    assert names[labels[225, 110]] == "torso" and names[labels[200, 150]] == "torso"
+    assert names[labels[225, 170]] == "l_thigh" and over[225, 170] == names.index("torso")
+    rig = CharacterRig(
+        background=np.full_like(rgb, sky),
+        joints=joints,
+        visibility=visibility,
+        bone_lengths=np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES]),
+        parts=[],
+        facing=1,
+        size=size,
+        cut_at_bottom=False,
+        mesh=build_mesh(rgb, alpha, joints, specs, labels, size, 6.0, beneath, over),
+    )
+    assert np.abs(render_frame(rig, still(rig, joints), 0, RenderSettings()).astype(int) - rgb).mean() < 2.0
+    # The legs apart: each knee swung 40 degrees outwards about its hip, the shin with it.
+    parted = joints.copy()
+    for side, turn in (("l", -0.7), ("r", 0.7)):
+        rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+        hip = joints[J[f"{side}_hip"]]
+        for name in ("knee", "ankle", "foot"):
+            parted[J[f"{side}_{name}"]] = (joints[J[f"{side}_{name}"]] - hip) @ rotation.T + hip
+    frame = render_frame(rig, still(rig, parted), 0, RenderSettings()).astype(int)
+    inside = cv2.erode(skirt, np.ones((5, 5), np.uint8)) > 0
+    is_red = np.abs(frame - red).sum(axis=2) < 60
+    assert is_red[inside].mean() > 0.97  # the skirt, whole where it was (the old rig: 0.91)
+    for side in ("l", "r"):
+        hip, knee = parted[J[f"{side}_hip"]], parted[J[f"{side}_knee"]]
+        for t in np.linspace(0.75, 0.95, 5):
+            x, y = np.round(hip + t * (knee - hip)).astype(int)
+            if not skirt[y, x]:  # the thigh out from under the skirt: the leg's colour, not the skirt's
+                assert np.abs(frame[y, x] - skin).sum() < 60, (side, t, frame[y, x])

@@ -23,6 +23,7 @@ from marionet.engine.cpu.rig import (
     part_costs,
     part_thickness,
     push_pull_fill,
+    unit_vector,
 )
 
 FILL_REACH = 12  # pixels around a hidden stretch of a part whose own colours fill it
@@ -90,15 +91,21 @@ def build_mesh(
     size: float,
     cell: float,
     beneath: np.ndarray | None = None,
+    over: np.ndarray | None = None,
 ) -> CharacterMesh:
     """Grid mesh over the silhouette, skinning weights smoothed across joints, one sub-mesh per depth layer.
 
     `beneath` (from label_parts): the head or torso hidden behind a forearm in the image. That part's layer
     also covers those pixels, filled from its own around them, so no hole opens when the arm moves away.
+    `over` (from rig.skirt_over_thighs): a thigh's stretch under a skirt, and the part (the torso) drawn over it.
+    That part's layer draws those pixels as they are; the thigh's layer has them in the leg's colours.
     """
     height, width = alpha.shape
     person = (alpha > 0.02).astype(np.uint8)
-    labels = _with_caps(labels, person, joints, specs)
+    if over is None:
+        over = np.full(labels.shape, -1, np.int32)
+    covered = over >= 0
+    labels = _with_caps(labels, person, joints, specs, set(np.unique(labels[covered]).tolist()))
     margin = int(np.ceil(1.5 * cell))
     ys, xs = np.nonzero(person)
     x0, y0 = xs.min() - margin, ys.min() - margin
@@ -119,7 +126,7 @@ def build_mesh(
     tri2 = np.where(flip[..., None], np.stack([a, d, c], -1), np.stack([b, d, c], -1)).reshape(-1, 3)
     triangles = np.concatenate([tri1, tri2]).astype(np.int32)
     centroids = nodes[triangles].mean(axis=1)
-    axes = np.array([_unit(joints[s.end] - joints[s.start]) for s in specs])
+    axes = np.array([unit_vector(joints[s.end] - joints[s.start]) for s in specs])
     beyond = _beyond_end(nodes, specs, joints, axes)
 
     premult = np.dstack([rgb.astype(np.float32) * alpha[..., None], alpha * 255]).clip(0, 255)
@@ -129,8 +136,7 @@ def build_mesh(
     layers = []
     # The widest forearm band (a fist) a hidden stretch of head or torso lies under.
     gap = 3 * arm_core(joints, size)
-    cx = np.clip(np.round(centroids[:, 0]).astype(int), 0, width - 1)
-    cy = np.clip(np.round(centroids[:, 1]).astype(int), 0, height - 1)
+    cx, cy = _pixel_of(centroids, alpha.shape)
     for part, spec in enumerate(specs):
         own = (labels == part).astype(np.uint8)
         if own.sum() < 16:
@@ -141,10 +147,13 @@ def build_mesh(
             if spec.kind == "head":
                 face = _face_oval(joints, spec, own.shape)
             hidden = _hidden_inside(own, beneath == part, gap, face)
-        box = grown_box(own | hidden, reach + 2)  # the two dilations below reach this far
+        drawn_over = (over == part).astype(np.uint8)
+        box = grown_box(own | hidden | drawn_over, reach + 2)  # the two dilations below reach this far
         by0, bx0 = box[0].start, box[1].start
         # Parts overlap by two pixels so resampled seams never let the background show through.
-        pixels = (cv2.dilate(own[box], np.ones((5, 5), np.uint8)) & person[box]) | hidden[box]
+        pixels = (
+            (cv2.dilate(own[box], np.ones((5, 5), np.uint8)) & person[box]) | hidden[box] | drawn_over[box]
+        )
         near = cv2.dilate(pixels, grow)
         inside = (cx >= bx0) & (cy >= by0) & (cx < bx0 + near.shape[1]) & (cy < by0 + near.shape[0])
         hit = np.zeros(len(cx), bool)
@@ -161,6 +170,15 @@ def build_mesh(
         source = premult[oy:ey, ox:ex]
         if hidden[oy:ey, ox:ex].any():
             source = _fill_hidden(source, own[oy:ey, ox:ex], hidden[oy:ey, ox:ex])
+        crop_own, crop_covered = own[oy:ey, ox:ex], covered[oy:ey, ox:ex]
+        under = crop_own & crop_covered
+        if under.any():
+            # The leg under a skirt, in the colours of the leg seen: the thigh's own and its shin's.
+            child = [i for i, c in enumerate(specs) if PARENT.get(c.name) == spec.name]
+            seen = ((crop_own & ~crop_covered) | np.isin(labels[oy:ey, ox:ex], child)).astype(np.uint8)
+            layer_pixels = pixels[oy - by0 : ey - by0, ox - bx0 : ex - bx0]
+            beneath_skirt = cv2.dilate(under, np.ones((5, 5), np.uint8)) & layer_pixels
+            source = _fill_hidden(source, seen, beneath_skirt)
         crop = (source * soft[..., None]).astype(np.uint8)
         layers.append(
             MeshLayer(
@@ -168,7 +186,7 @@ def build_mesh(
                 part=part,
                 distal=_is_distal(spec),
                 rest=nodes[used].astype(np.float64),
-                weights=_confine(weights, node_labels, nodes, used, part),
+                weights=_confine(weights, node_labels, nodes, used, part, drawn_over),
                 triangles=local.reshape(-1, 3).astype(np.int32),
                 beyond=beyond[used],
                 rgba=np.ascontiguousarray(crop),
@@ -179,15 +197,16 @@ def build_mesh(
 
 
 def _with_caps(
-    labels: np.ndarray, person: np.ndarray, joints: np.ndarray, specs: list[PartSpec]
+    labels: np.ndarray, person: np.ndarray, joints: np.ndarray, specs: list[PartSpec], under_skirt: set[int]
 ) -> np.ndarray:
     """Labels where each limb segment also owns its parent's pixels around its root joint: the shoulder's
-    roundness and the sleeve go with the arm (the pose detector reads limbs by them)."""
+    roundness and the sleeve go with the arm (the pose detector reads limbs by them). A thigh under a skirt
+    (`under_skirt`) takes none: around its hip is the skirt."""
     out = labels.copy()
     index = {s.name: i for i, s in enumerate(specs)}
     for part, spec in enumerate(specs):
         parent = index.get(PARENT.get(spec.name, ""))
-        if spec.kind in ("arm", "leg") and parent is not None:
+        if spec.kind in ("arm", "leg") and parent is not None and part not in under_skirt:
             disc = np.zeros_like(person)
             centre = tuple(int(round(v)) for v in joints[spec.start])
             cv2.circle(disc, centre, cap_radius(labels, part, spec, joints), 1, -1)
@@ -272,17 +291,18 @@ def _is_distal(spec: PartSpec) -> bool:
     return spec.kind == "head" or spec.name.endswith(("forearm", "shin"))
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-6)
+def _pixel_of(points: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) integer indices of the pixel each point lies on, clipped to an image of `shape`."""
+    xi = np.clip(np.round(points[:, 0]).astype(int), 0, shape[1] - 1)
+    yi = np.clip(np.round(points[:, 1]).astype(int), 0, shape[0] - 1)
+    return xi, yi
 
 
 def _node_labels(
     nodes: np.ndarray, labels: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float
 ) -> np.ndarray:
     """Each grid node's part: the pixel's label on the person, the geometrically nearest part off it."""
-    height, width = labels.shape
-    xi = np.clip(np.round(nodes[:, 0]).astype(int), 0, width - 1)
-    yi = np.clip(np.round(nodes[:, 1]).astype(int), 0, height - 1)
+    xi, yi = _pixel_of(nodes, labels.shape)
     out = labels[yi, xi].copy()
     off = out < 0
     if off.any():
@@ -344,12 +364,22 @@ def _skinning_weights(
 
 
 def _confine(
-    weights: np.ndarray, node_labels: np.ndarray, nodes: np.ndarray, used: np.ndarray, part: int
+    weights: np.ndarray,
+    node_labels: np.ndarray,
+    nodes: np.ndarray,
+    used: np.ndarray,
+    part: int,
+    drawn_over: np.ndarray | None = None,
 ) -> np.ndarray:
     """A part's weights: its nodes (and those reached from it across a joint) keep theirs; any other node takes
-    its nearest such node's, so an arm's edge follows the arm, not the body it rested on."""
+    its nearest such node's, so an arm's edge follows the arm, not the body it rested on. Nodes on the part's
+    `drawn_over` pixels (a skirt over the thighs, drawn by the torso) are never its own: the skirt goes with
+    the body, not with the leg under it."""
     out = weights[used].copy()
     reached = (node_labels == part) | (weights[:, part] > 0.05)
+    if drawn_over is not None and drawn_over.any():
+        xi, yi = _pixel_of(nodes, drawn_over.shape)
+        reached &= drawn_over[yi, xi] == 0
     own_nodes = np.nonzero(reached)[0]
     foreign = ~reached[used]
     if foreign.any() and own_nodes.size:

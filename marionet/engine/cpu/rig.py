@@ -140,13 +140,14 @@ def build_character(
     specs, labels, beneath = label_parts(
         alpha, joints, visibility, size, depth=joints4[:, 2], rgb=rgb, hands=hands
     )
+    over = skirt_over_thighs(rgb, alpha, labels, specs, joints)
     facing = 1 if joints[J["l_shoulder"], 0] >= joints[J["r_shoulder"], 0] else -1
     mesh, parts = None, []
     if mesh_cells:
         from marionet.engine.cpu.mesh import build_mesh
 
         cell = max(4.0, size / mesh_cells)
-        mesh = build_mesh(rgb, alpha, joints, specs, labels, size, cell, beneath)
+        mesh = build_mesh(rgb, alpha, joints, specs, labels, size, cell, beneath, over)
     else:
         parts = split_parts(rgb, alpha, joints, specs, labels)
     return CharacterRig(
@@ -229,7 +230,12 @@ def push_pull_fill(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     while min(weight[-1].shape) > 4:
         colour.append(cv2.pyrDown(colour[-1]))
         weight.append(cv2.pyrDown(weight[-1]))
-    filled = colour[-1] / np.maximum(weight[-1], 1e-6)[..., None]
+    # Where even the coarsest level saw nothing valid (a long hole lit from one end), the valid pixels' mean.
+    total = max(float(weight[-1].sum()), 1e-6)
+    mean = colour[-1].reshape(-1, 3).sum(axis=0) / total
+    filled = np.where(
+        weight[-1][..., None] > 1e-6, colour[-1] / np.maximum(weight[-1], 1e-6)[..., None], mean
+    )
     for level in range(len(colour) - 2, -1, -1):
         size = colour[level].shape[1::-1]
         coarse = cv2.pyrUp(filled, dstsize=size)
@@ -384,6 +390,132 @@ def label_parts(
     beneath = np.full((height, width), -1, np.int32)
     beneath[ys[taken], xs[taken]] = plain_label[taken]
     return specs, labels, beneath
+
+
+# A skirt: clothing over the thighs wider than a leg. Thigh pixels of the clothing's colour (the torso's below
+# the hips), not the leg's (the shin's), go with the body; the leg under them is drawn, beneath, from the knee's
+# colours. As pieces of the legs, a skirt tore along the inner thigh into shards whenever the legs moved apart.
+# The thigh's half-width drawn under a skirt, at the hip and at the knee, in shin widths:
+LEG_BAND = (0.85, 0.6)
+LEG_MARGIN = 1.35  # how much wider than that band a leg may show, below a skirt
+SKIRT_WIDER = 0.05  # clothing-coloured thigh pixels past both legs' bands, as a share of them: a skirt
+# How surely (balanced accuracy on their own samples) the colours must tell the clothing from the leg:
+SKIRT_CONTRAST = 0.95
+
+
+def skirt_over_thighs(
+    rgb: np.ndarray, alpha: np.ndarray, labels: np.ndarray, specs: list[PartSpec], joints: np.ndarray
+) -> np.ndarray:
+    """Find a skirt over the thighs; relabel `labels` in place. Returns `over`: for each pixel of a thigh's
+    covered stretch, the part drawn over it (the torso, with the pixel's own colours); -1 elsewhere.
+
+    The skirt is the thigh's pixels whose colour fits the torso's pixels below the hips better than the shin's,
+    where those two colour models surely differ, and where some of it reaches past both legs' bands (leg-wide
+    bands along the thighs' bones). Past a band it becomes the torso's. Inside, it stays the thigh's (its
+    skinning follows the bone) while the torso also draws it, over the thigh, which mesh.py fills with the
+    leg's colours. Trousers (the clothing is the leg's colour), tight shorts (nothing past the legs) and
+    clothing whose colours cannot be told from the legs' are left as they are; loose shorts count as a skirt.
+    """
+    over = np.full(labels.shape, -1, np.int32)
+    index = {spec.name: i for i, spec in enumerate(specs)}
+    if "torso" not in index:
+        return over
+    torso = index["torso"]
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).astype(np.float64)
+    person = alpha > 0.5
+    down = unit_vector(joints[J["pelvis"]] - joints[J["neck"]])
+    across = (np.arange(labels.shape[1]) - joints[J["pelvis"], 0]) * down[0]
+    below_hips = (np.arange(labels.shape[0])[:, None] - joints[J["pelvis"], 1]) * down[1] + across > 0
+    clothing_samples = lab[person & below_hips & (labels == torso)]
+    clothing = _colour_model(clothing_samples)
+    if clothing is None:
+        return over
+    legs = []
+    for side in ("l", "r"):
+        thigh, shin = index.get(f"{side}_thigh"), index.get(f"{side}_shin")
+        if thigh is None or shin is None:
+            continue
+        leg_samples = lab[person & (labels == shin)]
+        leg = _colour_model(leg_samples)
+        if leg is None or _contrast(clothing, leg, clothing_samples, leg_samples) < SKIRT_CONTRAST:
+            continue
+        hip, knee = joints[specs[thigh].start], joints[specs[thigh].end]
+        width = part_thickness(labels, shin, specs[shin], joints)
+        band = _tapered_band(hip, knee, LEG_BAND[0] * width, LEG_BAND[1] * width, labels.shape)
+        candidates = person & ((labels == thigh) | ((labels == torso) & band & below_hips))
+        skirt = np.zeros_like(person)
+        skirt[candidates] = _log_likelihood(clothing, lab[candidates]) > _log_likelihood(leg, lab[candidates])
+        legs.append((thigh, width, hip, knee, band, skirt))
+    if not legs:
+        return over
+    # One skirt over both legs, judged on both: held together, the legs leave little of it past either one.
+    bands = np.logical_or.reduce([leg[4] for leg in legs])
+    past = np.logical_or.reduce([leg[5] & (labels == leg[0]) for leg in legs]) & ~bands
+    if past.sum() < SKIRT_WIDER * bands.sum():
+        return over
+    inner = cv2.erode(person.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    for thigh, width, hip, knee, band, skirt in legs:
+        wide = skirt & ~band & (labels == thigh)
+        # Past the leg's own width nothing is leg: the skirt, and what glows or shows through its edge.
+        near = _tapered_band(hip, knee, *(LEG_MARGIN * LEG_BAND[k] * width for k in (0, 1)), labels.shape)
+        labels[wide | ((labels == thigh) & ~near)] = torso
+        # A thin sliver left past the band is the skirt's edge blended with what is behind it: a thread of it
+        # went off with the leg.
+        left = ((labels == thigh) & ~band).astype(np.uint8)
+        labels[(left > 0) & (cv2.morphologyEx(left, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) == 0)] = torso
+        # The skirt over the band, its pattern's spots (a print's stars) closed in: a spot left to the thigh
+        # would travel on the leg and leave its shape as a hole in the skirt.
+        gap = max(3, int(round(0.25 * width))) | 1
+        closed = cv2.morphologyEx(skirt.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((gap, gap), np.uint8))
+        over_leg = (_without_holes(closed) > 0) & band & person & np.isin(labels, (thigh, torso))
+        # The skirt's own soft outline stays the skirt's: a leg drawn opaque under it showed as a brown fringe.
+        labels[over_leg & ~inner] = torso
+        covered = over_leg & inner
+        labels[covered] = thigh
+        over[covered] = torso
+    return over
+
+
+def _tapered_band(a: np.ndarray, b: np.ndarray, half_a: float, half_b: float, shape) -> np.ndarray:
+    """Bool mask of the quadrilateral from a to b, `half_a` wide each side at a and `half_b` at b, with round ends."""
+    u = unit_vector(b - a)
+    n = np.array([-u[1], u[0]])
+    corners = np.array([a + n * half_a, b + n * half_b, b - n * half_b, a - n * half_a])
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
+    cv2.circle(mask, tuple(int(round(v)) for v in b), int(round(half_b)), 1, -1)
+    cv2.circle(mask, tuple(int(round(v)) for v in a), int(round(half_a)), 1, -1)
+    return mask > 0
+
+
+def unit_vector(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-6)
+
+
+def _colour_model(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and (regularised) covariance of Lab colours; None for too few samples to tell."""
+    if len(samples) < 64:
+        return None
+    return samples.mean(axis=0), np.cov(samples, rowvar=False) + np.eye(3) * 4.0
+
+
+def _contrast(
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    a_samples: np.ndarray,
+    b_samples: np.ndarray,
+) -> float:
+    """How well the two colour models tell their own samples apart: the mean of each one's share won (0.5 is
+    chance: trousers, whose clothing is the leg's colour)."""
+    a_wins = (_log_likelihood(a, a_samples) > _log_likelihood(b, a_samples)).mean()
+    b_wins = (_log_likelihood(b, b_samples) > _log_likelihood(a, b_samples)).mean()
+    return float(a_wins + b_wins) / 2
+
+
+def _log_likelihood(model: tuple[np.ndarray, np.ndarray], samples: np.ndarray) -> np.ndarray:
+    mean, cov = model
+    diff = samples - mean
+    return -0.5 * (np.einsum("ij,ij->i", diff @ np.linalg.inv(cov), diff) + np.log(np.linalg.det(cov)))
 
 
 def hand_masks(
