@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 
 from marionet.cluster.app import queue_for_engine, send_run
 from marionet.config import Settings
@@ -38,6 +38,11 @@ class Lease:
     started_at: float
 
 
+def _owned(row: Row | None, attempt: int) -> bool:
+    """A task row is still `attempt`'s unless it was requeued (pending) or claimed again (a higher attempt)."""
+    return row is not None and row.attempts == attempt and row.status != PENDING
+
+
 class LeaseStore:
     def __init__(self, settings: Settings, app: Celery, store: Store) -> None:
         self.settings = settings
@@ -57,7 +62,7 @@ class LeaseStore:
                     Task.id == task_id
                 )
             ).one_or_none()
-            if row is None or row.attempts != attempt or row.status == PENDING:
+            if not _owned(row, attempt):
                 return None
             session.execute(
                 update(Task)
@@ -65,6 +70,12 @@ class LeaseStore:
                 .values(heartbeat_at=time.time())
             )
         return Lease(row.status, bool(row.cancel_requested), row.started_at or time.time())
+
+    def owns(self, task_id: str, attempt: int) -> bool:
+        """Whether this attempt still owns the task (see `renew`), without beating its heartbeat."""
+        with self.store.session() as session:
+            row = session.execute(select(Task.status, Task.attempts).where(Task.id == task_id)).one_or_none()
+        return _owned(row, attempt)
 
     def time_out(self, task_id: str) -> None:
         """Fail a task that ran past task_timeout_s, and flag it so the engine stops at its next report."""

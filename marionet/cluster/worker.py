@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
@@ -26,6 +27,19 @@ STOP_GRACE_S = 10.0
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def exit_worker(reason: str) -> NoReturn:
+    """Leave at once with EX_TEMPFAIL (75): a supervisor restarts the worker; its unacknowledged message
+    comes back later as a no-op."""
+    log.error("%s; stopping this worker", reason)
+    logging.shutdown()
+    os._exit(75)
+
+
+def exit_taken_over(task_id: str, attempt: int) -> NoReturn:
+    # This worker looked dead to the others; exiting is the only way to be sure it never writes a result too.
+    exit_worker(f"task {task_id} attempt {attempt} was taken over")
 
 
 class Heartbeat(threading.Thread):
@@ -68,24 +82,18 @@ class Heartbeat(threading.Thread):
     def _watch(self, task_id: str, attempt: int) -> None:
         lease = self.leases.renew(task_id, attempt)
         if lease is None:
-            # Another worker owns this task now; exiting at once is the only way to be sure this process
-            # never writes its result too. The unacknowledged message comes back later as a no-op.
-            self._exit(f"task {task_id} attempt {attempt} was taken over")
+            exit_taken_over(task_id, attempt)
         elif lease.cancel_requested:
             now = time.monotonic()
             self.stop_asked_at = self.stop_asked_at or now
             if now - self.stop_asked_at > STOP_GRACE_S and self.current == (task_id, attempt):
                 self.leases.give_up(task_id)
-                self._exit(f"task {task_id}'s engine did not stop {STOP_GRACE_S:.0f} s after it was asked to")
+                exit_worker(
+                    f"task {task_id}'s engine did not stop {STOP_GRACE_S:.0f} s after it was asked to"
+                )
         elif lease.status == PROCESSING and time.time() - lease.started_at > self.settings.task_timeout_s:
             log.warning("task %s ran past %.0f s; stopping it", task_id, self.settings.task_timeout_s)
             self.leases.time_out(task_id)
-
-    @staticmethod
-    def _exit(reason: str) -> None:
-        log.error("%s; stopping this worker", reason)
-        logging.shutdown()
-        os._exit(75)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -137,6 +145,10 @@ def run_worker(settings: Settings, engines: list[str], worker_id: str | None = N
         log.info("worker %s running task %s (attempt %d)", worker_id, task_id, attempt)
         with heartbeat.holding(task_id, attempt):
             execute_task(task_id, settings)
+        # The engine may learn before the heartbeat does that this attempt was taken over (its progress report
+        # is refused and it stops): the worker then exits just as if its heartbeat had learnt it first.
+        if not leases.owns(task_id, attempt):
+            exit_taken_over(task_id, attempt)
 
     preload_engines()  # the first task then starts as fast as the next ones
     heartbeat.start()
