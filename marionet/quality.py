@@ -18,8 +18,11 @@ import numpy as np
 from marionet.engine.cpu.pose import landmarks_array, pose_solution, torso_length
 from marionet.media.video import VideoInfo, probe_video, read_frames
 
-# Upper arms, forearms, thighs, shins (BlazePose indices).
+# Upper arms, forearms, thighs, shins (BlazePose indices), and their names in reports (the person's left/right).
 LIMB_SEGMENTS = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 26), (26, 28))
+SEGMENT_NAMES = (
+    "l_upper_arm", "l_forearm", "r_upper_arm", "r_forearm", "l_thigh", "l_shin", "r_thigh", "r_shin"
+)  # fmt: skip
 JITTER_LANDMARKS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 MIN_VISIBILITY = 0.5
 ANALYSIS_SIDE = 384
@@ -42,6 +45,7 @@ class QualityReport:
     detected_share: float  # output frames with a person, 0..1
     limb_error_deg: float  # mean limb-direction error against the driving frame at the same time
     limb_pairs: int  # (frame, segment) pairs the error is averaged over
+    segment_errors_deg: dict[str, float | None]  # the same error per segment (None: never seen in both)
     jitter_ratio: float  # output keypoint jitter / driving keypoint jitter
     output_jitter: float
     driving_jitter: float
@@ -123,10 +127,12 @@ def _image_histogram(path: Path) -> np.ndarray | None:
     return _person_histogram(rgb, result.segmentation_mask)
 
 
-def limb_error(a: _Sequence, b: _Sequence) -> tuple[float, int]:
-    """Mean angle (degrees) between the same limb segment in a and b, where both see both joints."""
+def limb_error(a: _Sequence, b: _Sequence) -> tuple[float, int, dict[str, float | None]]:
+    """Mean angle (degrees) between the same limb segment in a and b, where both see both joints; the number of
+    (frame, segment) pairs it is averaged over; and the mean per segment."""
     errors = []
-    for start, end in LIMB_SEGMENTS:
+    per_segment: dict[str, float | None] = dict.fromkeys(SEGMENT_NAMES)
+    for name, (start, end) in zip(SEGMENT_NAMES, LIMB_SEGMENTS, strict=True):
         seen = (
             a.detected
             & b.detected
@@ -140,10 +146,11 @@ def limb_error(a: _Sequence, b: _Sequence) -> tuple[float, int]:
         angle = np.abs(np.arctan2(va[:, 1], va[:, 0]) - np.arctan2(vb[:, 1], vb[:, 0]))
         angle = np.minimum(angle, 2 * np.pi - angle)
         errors.append(np.degrees(angle))
+        per_segment[name] = float(errors[-1].mean())
     if not errors:
-        return float("nan"), 0
+        return float("nan"), 0, per_segment
     joined = np.concatenate(errors)
-    return float(joined.mean()), int(joined.size)
+    return float(joined.mean()), int(joined.size), per_segment
 
 
 def jitter(seq: _Sequence) -> float:
@@ -164,7 +171,7 @@ def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> Qual
     frames = min(out_info.output_frame_count, drv_info.output_frame_count)
     out = _analyse_video(Path(output), out_info, frames, histograms=True)
     drv = _analyse_driving(str(Path(driving).resolve()), Path(driving).stat().st_mtime_ns, drv_info, frames)
-    error, pairs = limb_error(out, drv)
+    error, pairs, segments = limb_error(out, drv)
     out_jitter, drv_jitter = jitter(out), jitter(drv)
     reference = _image_histogram(Path(image))
     if reference is None or not out.histograms:
@@ -177,6 +184,7 @@ def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> Qual
         detected_share=float(out.detected.mean()) if frames else 0.0,
         limb_error_deg=error,
         limb_pairs=pairs,
+        segment_errors_deg=segments,
         jitter_ratio=out_jitter / drv_jitter if drv_jitter > 0 else float("nan"),
         output_jitter=out_jitter,
         driving_jitter=drv_jitter,
@@ -194,6 +202,8 @@ def run_eval_cli(args: argparse.Namespace) -> int:
         print(f"frames                 {report.frames}")
         print(f"person detected        {report.detected_share:.1%}")
         print(f"limb error             {report.limb_error_deg:.1f} deg over {report.limb_pairs} limb-frames")
+        for name, value in report.segment_errors_deg.items():
+            print(f"  {name:<20} {'not seen' if value is None else f'{value:.1f} deg'}")
         print(
             f"jitter ratio           {report.jitter_ratio:.2f} "
             f"(output {report.output_jitter:.4f}, driving {report.driving_jitter:.4f})"
