@@ -23,6 +23,7 @@ from marionet.engine.cpu.rig import (
     _body_holes,
     _edges_to_forearms,
     build_character,
+    centre_hinges,
     hand_masks,
     joints_from_landmarks,
     label_parts,
@@ -368,3 +369,55 @@ def test_a_skirt_stays_whole_when_the_legs_part_and_the_thigh_under_it_is_leg():
             x, y = np.round(hip + t * (knee - hip)).astype(int)
             if not skirt[y, x]:  # the thigh out from under the skirt: the leg's colour, not the skirt's
                 assert np.abs(frame[y, x] - skin).sum() < 60, (side, t, frame[y, x])
+
+
+def test_a_knee_read_beside_the_leg_moves_onto_it_and_the_bent_leg_stays_whole():
+    # BlazePose put the cartoon's knee, under her flared dress, beside her leg: the leg then bent about a point
+    # off itself and the shin came away from the thigh with a gap at the knee.
+    skin, sky = (225, 170, 140), (60, 90, 160)
+    true = figure_joints()
+    rgb = np.full((330, 300, 3), sky, np.uint8)
+    draw_limbs(rgb, true, FIGURE_LEGS, skin, 16)
+    draw_limbs(rgb, true, FIGURE_ARMS, skin, 14)
+    cv2.rectangle(rgb, (112, 85), (188, 205), skin, -1)
+    cv2.circle(rgb, (150, 45), 28, skin, -1)
+    alpha = np.any(rgb != sky, axis=2).astype(np.float32)
+    read = figure_joints(l_knee=(195, 250))  # 23 px right of the leg's middle, off the leg
+    size = float(np.linalg.norm(read[J["neck"]] - read[J["pelvis"]]))
+    centred = centre_hinges(read, alpha, size)
+    # Onto the leg's middle line (hip to ankle), near the knee: moved across the leg, not along it.
+    x, y = centred[J["l_knee"]]
+    assert abs(x - (170 + 0.04 * (y - 200))) < 2.0 and abs(y - 250) < 15
+    moved = [JOINT_NAMES[j] for j in np.nonzero(np.any(centred != read, axis=1))[0]]
+    assert moved == ["l_knee"]  # joints on their limbs stay where the detector put them
+    # Beside something wider than a limb (a long dress hiding the legs) a knee stays: no middle to find.
+    dress = np.zeros_like(alpha)
+    dress[100:320, 120:170] = 1.0  # 50 px: wider than a limb of this 115 px body (0.3 of it)
+    beside = figure_joints(l_knee=(180, 250))
+    assert np.array_equal(centre_hinges(beside, dress, size), beside)
+
+    specs, labels, beneath = label_parts(alpha, centred, np.ones(len(centred)), size, rgb=rgb)
+    rig = CharacterRig(
+        background=np.full_like(rgb, sky),
+        joints=centred,
+        visibility=np.ones(len(centred)),
+        bone_lengths=np.array([np.linalg.norm(centred[c] - centred[p]) for p, c in BONES]),
+        parts=[],
+        facing=1,
+        size=size,
+        cut_at_bottom=False,
+        mesh=build_mesh(rgb, alpha, centred, specs, labels, size, 6.0, beneath),
+    )
+    # The left shin kicked 70 degrees outwards about its knee: the leg is skin all the way through the knee.
+    bent = centred.copy()
+    turn = -1.2
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    knee = centred[J["l_knee"]]
+    for name in ("ankle", "foot"):
+        bent[J[f"l_{name}"]] = (centred[J[f"l_{name}"]] - knee) @ rotation.T + knee
+    frame = render_frame(rig, still(rig, bent), 0, RenderSettings()).astype(int)
+    hip, ankle = bent[J["l_hip"]], bent[J["l_ankle"]]
+    for a, b in ((hip, knee), (knee, ankle)):
+        for t in np.linspace(0.0, 1.0, 9):
+            x, y = np.round(a + t * (b - a)).astype(int)
+            assert np.abs(frame[y, x] - skin).sum() < 60, (t, frame[y, x])

@@ -115,6 +115,51 @@ class CharacterRig:
         return width, height
 
 
+# A hinge joint (elbow, knee) the detector put off its limb, outside the silhouette, moves to the limb's middle
+# across, when the limb is found within HINGE_REACH body sizes of it and is at most HINGE_WIDTH body sizes wide
+# there (wider: the limb lies against the body, or under a dress, and its middle cannot be told).
+HINGES = (("l_elbow", "l_wrist"), ("r_elbow", "r_wrist"), ("l_knee", "l_ankle"), ("r_knee", "r_ankle"))
+HINGE_REACH = 0.25
+HINGE_WIDTH = 0.3
+
+
+def centre_hinges(joints: np.ndarray, alpha: np.ndarray, size: float) -> np.ndarray:
+    """The rest joints with each elbow and knee that lies outside the silhouette moved to the middle of its
+    limb's cross-section (across the bone below it). BlazePose puts a knee under a flared dress beside the leg;
+    the leg then bends about a point off itself and its two segments part at the knee. A joint on its limb
+    stays: across a bent elbow lies the upper arm, not a cross-section."""
+    out = joints.copy()
+    reach, widest = HINGE_REACH * size, HINGE_WIDTH * size
+    # Far enough to see the whole of a run that starts within reach.
+    steps = np.arange(-np.ceil(reach + widest), np.ceil(reach + widest) + 1)
+    height, width = alpha.shape
+    for hinge, child in HINGES:
+        joint = joints[J[hinge]]
+        along = joints[J[child]] - joint
+        x, y = int(round(joint[0])), int(round(joint[1]))
+        # Past the image's edge a joint is a guess with nothing to check it against.
+        if not (0 <= x < width and 0 <= y < height) or alpha[y, x] > 0.5 or np.linalg.norm(along) < 1:
+            continue
+        across = np.array([-along[1], along[0]]) / np.linalg.norm(along)
+        points = joint + steps[:, None] * across
+        inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+        px = np.clip(np.round(points).astype(int), 0, [width - 1, height - 1])
+        limb = inside & (alpha[px[:, 1], px[:, 0]] > 0.5)
+        # Runs of limb along the line: starts and ends (exclusive), then the run nearest the joint.
+        edges = np.diff(np.concatenate([[0], limb.astype(np.int8), [0]]))
+        starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+        if not starts.size:
+            continue
+        centre = len(steps) // 2
+        gaps = np.maximum(0, np.maximum(starts - centre, centre - (ends - 1)))
+        run = int(np.argmin(gaps))
+        # A run cut by the search's ends or the image's edge has no known middle.
+        whole = starts[run] > 0 and ends[run] < len(steps) and inside[starts[run] - 1] and inside[ends[run]]
+        if whole and gaps[run] <= reach and ends[run] - starts[run] <= widest:
+            out[J[hinge]] = joint + (steps[starts[run]] + steps[ends[run] - 1]) / 2 * across
+    return out
+
+
 def build_character(
     image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tuple[int, int], mesh_cells: float | None = None
 ) -> CharacterRig:
@@ -133,8 +178,9 @@ def build_character(
     joints4 = joints_from_landmarks(keypoints)
     joints = joints4[:, :2].astype(np.float64)
     visibility = joints4[:, 3]
+    size = max(float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]])), 1.0)
+    joints = centre_hinges(joints, alpha, size)
     lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
-    size = max(float(lengths[0]), 1.0)
     background = fill_background(rgb, alpha, soft)
     hands = hand_masks({side: hand * (sx, sy) for side, hand in image_pose.hands.items()}, alpha, rgb)
     specs, labels, beneath = label_parts(
