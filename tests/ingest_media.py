@@ -34,8 +34,10 @@ def make_video(
     audio: bool = False,
     frame_times: list[float] | None = None,
     faststart: bool = False,
+    keyframe_every: int | None = None,
 ) -> Path:
-    """An encoded video; `frame_times` (seconds) makes it variable-frame-rate; `rotation` adds a display matrix.
+    """An encoded video; `frame_times` (seconds) makes it variable-frame-rate; `rotation` adds a display matrix;
+    `keyframe_every` frames a keyframe (the encoder's default: 250).
 
     With a rotation, the stored frames are the upright pattern turned so that the matrix shows it upright.
     """
@@ -47,6 +49,8 @@ def make_video(
         stream.width, stream.height, stream.pix_fmt = stored_w, stored_h, pix_fmt
         if codec == "libx265":
             stream.options = {"x265-params": "log-level=error"}
+        if keyframe_every is not None:
+            stream.options = {**stream.options, "g": str(keyframe_every), "keyint_min": str(keyframe_every)}
         if frame_times is not None:
             stream.time_base = Fraction(1, 1000)
         if rotation is not None:

@@ -5,8 +5,9 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DATA
+from ingest_media import make_video
 
-from marionet.media.video import VideoWriter, probe_video, read_frames
+from marionet.media.video import SEEK_LEAD_S, VideoWriter, probe_video, read_frames
 
 
 @pytest.mark.parametrize(
@@ -80,3 +81,33 @@ def test_the_output_says_which_colour_matrix_made_it(tmp_path):
         frame = next(container.decode(video=0))
     assert (frame.colorspace, frame.color_range) == (6, 1)
     assert np.abs(_shrunk_rgb(frame, 64, 36).astype(int) - (200, 30, 40)).max() <= 2
+
+
+@pytest.mark.parametrize(
+    "frame_times, rotation",
+    [
+        (None, None),
+        (None, 90),
+        # Variable frame rate: 30 frames a second for 3 s, then 5 a second for 4 s.
+        ([i / 30 for i in range(90)] + [3 + i / 5 for i in range(20)], None),
+    ],
+)
+def test_a_read_from_the_middle_shows_what_a_whole_read_shows_from_there(tmp_path, frame_times, rotation):
+    # A pose chunk read again starts at its own frames (by a seek to the keyframe before them) instead of
+    # decoding the video from its start; each output frame must still show the source frame it showed before.
+    path = make_video(
+        tmp_path / "clip.mp4",
+        seconds=7.0,
+        fps=30,
+        frame_times=frame_times,
+        rotation=rotation,
+        keyframe_every=15,
+    )
+    info = probe_video(path)
+    whole = {index: rgb for index, _, rgb in read_frames(path, info, max_side=180)}
+    assert len(whole) == info.output_frame_count
+    for first in (1, round(SEEK_LEAD_S * info.output_fps) + 1, 100, 150, info.output_frame_count - 1):
+        part = list(read_frames(path, info, max_side=180, first=first))
+        assert [index for index, _, _ in part] == list(range(first, info.output_frame_count))
+        for index, _, rgb in part:
+            assert np.array_equal(rgb, whole[index]), (first, index)

@@ -106,8 +106,13 @@ def probe_video(path: str | Path) -> VideoInfo:
         ) from exc
 
 
+# How far before the first frame wanted a read from the middle of a video starts decoding (from the keyframe at
+# or before that time): the frames just before it decide which source frame it shows.
+SEEK_LEAD_S = 1.0
+
+
 def read_frames(
-    path: str | Path, info: VideoInfo | None = None, *, max_side: int | None = None
+    path: str | Path, info: VideoInfo | None = None, *, max_side: int | None = None, first: int = 0
 ) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield (index, timestamp_s, rgb) at the output frame rate (the source's, at most 30 fps).
 
@@ -118,6 +123,8 @@ def read_frames(
     `max_side` shrinks frames while converting them, for analysis that needs no full size. Shrunk to half or
     less, frames are decoded without H.264's deblocking filter (a fifth of the decoder's time): the shrink
     averages away the block edges it would have smoothed.
+    `first`: start at that output frame, decoding from a keyframe SEEK_LEAD_S before it rather than from the
+    start of the file; the frames yielded are those a whole read yields from there on.
     """
     info = info or probe_video(path)
     scale = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
@@ -137,9 +144,14 @@ def read_frames(
         stream.thread_type = "AUTO"
         if scale <= 0.5:
             stream.codec_context.options = {"skip_loop_filter": "all"}
-        start = None
+        start = None  # the first frame's timestamp: output times count from it
+        decoded: Iterator[av.VideoFrame] = container.decode(stream)
+        if first / out_fps > SEEK_LEAD_S and stream.time_base is not None:
+            start = _first_frame_time(path)
+            if start is not None:
+                decoded = _decoded_from(container, stream, start, start + first / out_fps - SEEK_LEAD_S)
         held: tuple[float, av.VideoFrame] | None = None  # the latest source frame, not yet past its turn
-        for position, frame in enumerate(container.decode(stream)):
+        for position, frame in enumerate(decoded):
             t = float(frame.time) if frame.time is not None else position / info.fps
             if start is None:
                 start = t
@@ -148,8 +160,9 @@ def read_frames(
                 # Output frames whose time is nearer the held frame than this one show the held frame.
                 rgb = None
                 while index < total and index / out_fps <= (held[0] + t) / 2:
-                    rgb = converted(held[1]) if rgb is None else rgb
-                    yield index, index / out_fps, rgb
+                    if index >= first:
+                        rgb = converted(held[1]) if rgb is None else rgb
+                        yield index, index / out_fps, rgb
                     index += 1
             if index >= total:
                 break
@@ -158,9 +171,33 @@ def read_frames(
         if held is not None:
             rgb = None
             while index < total and index / out_fps < held[0] + 1 / info.fps:
-                rgb = converted(held[1]) if rgb is None else rgb
-                yield index, index / out_fps, rgb
+                if index >= first:
+                    rgb = converted(held[1]) if rgb is None else rgb
+                    yield index, index / out_fps, rgb
                 index += 1
+
+
+def _decoded_from(
+    container: av.container.InputContainer, stream: av.VideoStream, start: float, target: float
+) -> Iterator[av.VideoFrame]:
+    """Frames decoded from the keyframe at or before `target` (seconds on the stream's clock), or from `start`,
+    the video's first frame, where the demuxer cannot land at or before it."""
+    container.seek(int(target / stream.time_base), stream=stream, backward=True)
+    frames = container.decode(stream)
+    head = next(frames, None)
+    if head is not None and head.time is not None and head.time <= target:
+        yield head
+        yield from frames
+        return
+    container.seek(int(start / stream.time_base), stream=stream, backward=True)
+    yield from container.decode(stream)
+
+
+def _first_frame_time(path: str | Path) -> float | None:
+    """The timestamp of a video's first frame; None when it has none (that video is then read from its start)."""
+    with av.open(str(path), metadata_errors="ignore") as container:
+        frame = next(container.decode(video=0), None)
+    return float(frame.time) if frame is not None and frame.time is not None else None
 
 
 def _yuv_to_rgb(kr: float, kb: float) -> np.ndarray:

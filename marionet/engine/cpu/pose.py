@@ -355,14 +355,13 @@ def _person_box(points: np.ndarray, info: VideoInfo) -> tuple[int, int, int, int
 
 
 def _frames_in(video_path: Path, info: VideoInfo, span: range) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, analysis-size rgb) of the frames in `span`, decoded from the start of the file."""
-    frames = read_frames(video_path, info, max_side=ANALYSIS_SIDE)
+    """(index, analysis-size rgb) of the frames in `span`, decoded from a keyframe shortly before it."""
+    frames = read_frames(video_path, info, max_side=ANALYSIS_SIDE, first=span.start)
     with contextlib.closing(frames):
         for index, _, rgb in frames:
             if index >= span.stop:
                 return
-            if index >= span.start:
-                yield index, rgb
+            yield index, rgb
 
 
 def _read_chunk(
