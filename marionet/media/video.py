@@ -7,7 +7,7 @@ metadata, so phone videos read the way they play.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -139,6 +139,17 @@ def read_frames(
         return _upright(rgb, info.rotation)
 
     index = 0
+
+    def shown(frame: av.VideoFrame, before: Callable[[int], bool]) -> Iterator[tuple[int, float, np.ndarray]]:
+        """The output frames from `index` on that show `frame`, while `before(index)`; from `first` on."""
+        nonlocal index
+        rgb = None
+        while index < total and before(index):
+            if index >= first:
+                rgb = converted(frame) if rgb is None else rgb
+                yield index, index / out_fps, rgb
+            index += 1
+
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -158,23 +169,15 @@ def read_frames(
             t -= start
             if held is not None:
                 # Output frames whose time is nearer the held frame than this one show the held frame.
-                rgb = None
-                while index < total and index / out_fps <= (held[0] + t) / 2:
-                    if index >= first:
-                        rgb = converted(held[1]) if rgb is None else rgb
-                        yield index, index / out_fps, rgb
-                    index += 1
+                midpoint = (held[0] + t) / 2
+                yield from shown(held[1], lambda i, midpoint=midpoint: i / out_fps <= midpoint)
             if index >= total:
                 break
             held = (t, frame)
         # The last frame shows for one source frame interval, as a player would show it.
         if held is not None:
-            rgb = None
-            while index < total and index / out_fps < held[0] + 1 / info.fps:
-                if index >= first:
-                    rgb = converted(held[1]) if rgb is None else rgb
-                    yield index, index / out_fps, rgb
-                index += 1
+            end = held[0] + 1 / info.fps
+            yield from shown(held[1], lambda i: i / out_fps < end)
 
 
 def _decoded_from(
