@@ -84,23 +84,29 @@ def test_the_output_says_which_colour_matrix_made_it(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "frame_times, rotation",
+    "frame_times, rotation, codec, container",
     [
-        (None, None),
-        (None, 90),
+        (None, None, "libx264", "mp4"),
+        (None, 90, "libx264", "mp4"),
         # Variable frame rate: 30 frames a second for 3 s, then 5 a second for 4 s.
-        ([i / 30 for i in range(90)] + [3 + i / 5 for i in range(20)], None),
+        ([i / 30 for i in range(90)] + [3 + i / 5 for i in range(20)], None, "libx264", "mp4"),
+        (None, None, "libx265", "mp4"),
+        (None, None, "libvpx-vp9", "webm"),
     ],
 )
-def test_a_read_from_the_middle_shows_what_a_whole_read_shows_from_there(tmp_path, frame_times, rotation):
+def test_a_read_from_the_middle_shows_what_a_whole_read_shows_from_there(
+    tmp_path, frame_times, rotation, codec, container
+):
     # A pose chunk read again starts at its own frames (by a seek to the keyframe before them) instead of
     # decoding the video from its start; each output frame must still show the source frame it showed before.
     path = make_video(
-        tmp_path / "clip.mp4",
+        tmp_path / f"clip.{container}",
         seconds=7.0,
         fps=30,
         frame_times=frame_times,
         rotation=rotation,
+        codec=codec,
+        container=container,
         keyframe_every=15,
     )
     info = probe_video(path)
