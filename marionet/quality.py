@@ -18,11 +18,11 @@ import numpy as np
 from marionet.engine.cpu.pose import landmarks_array, pose_solution, torso_length
 from marionet.media.video import VideoInfo, probe_video, read_frames
 
-# Upper arms, forearms, thighs, shins (BlazePose indices), and their names in reports (the person's left/right).
-LIMB_SEGMENTS = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 26), (26, 28))
-SEGMENT_NAMES = (
-    "l_upper_arm", "l_forearm", "r_upper_arm", "r_forearm", "l_thigh", "l_shin", "r_thigh", "r_shin"
-)  # fmt: skip
+# Upper arms, forearms, thighs, shins: their names in reports (the person's left/right) and BlazePose indices.
+LIMB_SEGMENTS = {
+    "l_upper_arm": (11, 13), "l_forearm": (13, 15), "r_upper_arm": (12, 14), "r_forearm": (14, 16),
+    "l_thigh": (23, 25), "l_shin": (25, 27), "r_thigh": (24, 26), "r_shin": (26, 28),
+}  # fmt: skip
 JITTER_LANDMARKS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 MIN_VISIBILITY = 0.5
 ANALYSIS_SIDE = 384
@@ -131,8 +131,8 @@ def limb_error(a: _Sequence, b: _Sequence) -> tuple[float, int, dict[str, float 
     """Mean angle (degrees) between the same limb segment in a and b, where both see both joints; the number of
     (frame, segment) pairs it is averaged over; and the mean per segment."""
     errors = []
-    per_segment: dict[str, float | None] = dict.fromkeys(SEGMENT_NAMES)
-    for name, (start, end) in zip(SEGMENT_NAMES, LIMB_SEGMENTS, strict=True):
+    per_segment: dict[str, float | None] = dict.fromkeys(LIMB_SEGMENTS)
+    for name, (start, end) in LIMB_SEGMENTS.items():
         seen = (
             a.detected
             & b.detected
