@@ -22,6 +22,7 @@ from marionet.engine.cpu.rig import (
     head_radius,
     part_costs,
     part_thickness,
+    pixel_of,
     push_pull_fill,
     unit_vector,
 )
@@ -136,7 +137,7 @@ def build_mesh(
     layers = []
     # The widest forearm band (a fist) a hidden stretch of head or torso lies under.
     gap = 3 * arm_core(joints, size)
-    cx, cy = _pixel_of(centroids, alpha.shape)
+    cx, cy = pixel_of(centroids, alpha.shape)
     for part, spec in enumerate(specs):
         own = (labels == part).astype(np.uint8)
         if own.sum() < 16:
@@ -291,18 +292,11 @@ def _is_distal(spec: PartSpec) -> bool:
     return spec.kind == "head" or spec.name.endswith(("forearm", "shin"))
 
 
-def _pixel_of(points: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) integer indices of the pixel each point lies on, clipped to an image of `shape`."""
-    xi = np.clip(np.round(points[:, 0]).astype(int), 0, shape[1] - 1)
-    yi = np.clip(np.round(points[:, 1]).astype(int), 0, shape[0] - 1)
-    return xi, yi
-
-
 def _node_labels(
     nodes: np.ndarray, labels: np.ndarray, specs: list[PartSpec], joints: np.ndarray, size: float
 ) -> np.ndarray:
     """Each grid node's part: the pixel's label on the person, the geometrically nearest part off it."""
-    xi, yi = _pixel_of(nodes, labels.shape)
+    xi, yi = pixel_of(nodes, labels.shape)
     out = labels[yi, xi].copy()
     off = out < 0
     if off.any():
@@ -378,7 +372,7 @@ def _confine(
     out = weights[used].copy()
     reached = (node_labels == part) | (weights[:, part] > 0.05)
     if drawn_over is not None and drawn_over.any():
-        xi, yi = _pixel_of(nodes, drawn_over.shape)
+        xi, yi = pixel_of(nodes, drawn_over.shape)
         reached &= drawn_over[yi, xi] == 0
     own_nodes = np.nonzero(reached)[0]
     foreign = ~reached[used]

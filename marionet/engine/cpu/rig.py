@@ -140,11 +140,11 @@ def centre_hinges(joints: np.ndarray, alpha: np.ndarray, size: float) -> np.ndar
         # Past the image's edge a joint is a guess with nothing to check it against.
         if not (0 <= x < width and 0 <= y < height) or alpha[y, x] > 0.5 or np.linalg.norm(along) < 1:
             continue
-        across = np.array([-along[1], along[0]]) / np.linalg.norm(along)
+        across = unit_vector(np.array([-along[1], along[0]]))
         points = joint + steps[:, None] * across
         inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-        px = np.clip(np.round(points).astype(int), 0, [width - 1, height - 1])
-        limb = inside & (alpha[px[:, 1], px[:, 0]] > 0.5)
+        xi, yi = pixel_of(points, alpha.shape)
+        limb = inside & (alpha[yi, xi] > 0.5)
         # Runs of limb along the line: starts and ends (exclusive), then the run nearest the joint.
         edges = np.diff(np.concatenate([[0], limb.astype(np.int8), [0]]))
         starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
@@ -536,6 +536,13 @@ def _tapered_band(a: np.ndarray, b: np.ndarray, half_a: float, half_b: float, sh
 
 def unit_vector(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-6)
+
+
+def pixel_of(points: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) integer indices of the pixel each point lies on, clipped to an image of `shape`."""
+    xi = np.clip(np.round(points[:, 0]).astype(int), 0, shape[1] - 1)
+    yi = np.clip(np.round(points[:, 1]).astype(int), 0, shape[0] - 1)
+    return xi, yi
 
 
 def _colour_model(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
