@@ -1,7 +1,7 @@
 """Dispatchers: who runs pending tasks. The embedded default is a bounded pool inside the server whose
 tasks each run in a child process, so a crash in media or model code fails one task, never the server.
 
-A dispatcher only has to claim tasks (`Store.claim_next` / `Store.claim`) and call
+A dispatcher only has to claim tasks (`Store.claim_next` / `Store.claim_within_limit`) and call
 `marionet.tasks.runner.execute_task` for each; a Celery dispatcher can do the same from a worker.
 """
 
