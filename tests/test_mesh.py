@@ -72,6 +72,30 @@ def draw_limbs(image: np.ndarray, joints: np.ndarray, bones, value, width: int) 
         cv2.line(image, tuple(map(int, joints[J[a]])), tuple(map(int, joints[J[b]])), value, width)
 
 
+def mesh_rig(rgb, alpha, joints, background, specs, labels, size, beneath, over=None) -> CharacterRig:
+    """A drawn figure's rig around its skinned mesh (6 px cells), for rendering it posed."""
+    return CharacterRig(
+        background=np.full_like(rgb, background),
+        joints=joints,
+        visibility=np.ones(len(joints)),
+        bone_lengths=np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES]),
+        parts=[],
+        facing=1,
+        size=size,
+        cut_at_bottom=False,
+        mesh=build_mesh(rgb, alpha, joints, specs, labels, size, 6.0, beneath, over),
+    )
+
+
+def swung(joints: np.ndarray, pivot: str, names: list[str], turn: float) -> np.ndarray:
+    """The joints with `names` turned `turn` radians about the joint `pivot`."""
+    out = joints.copy()
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    for name in names:
+        out[J[name]] = (joints[J[name]] - joints[J[pivot]]) @ rotation.T + joints[J[pivot]]
+    return out
+
+
 def still(rig: CharacterRig, joints: np.ndarray) -> Motion:
     return Motion(
         joints=joints[None].copy(),
@@ -340,25 +364,12 @@ def test_a_skirt_stays_whole_when_the_legs_part_and_the_thigh_under_it_is_leg():
     over = skirt_over_thighs(rgb, alpha, labels, specs, joints)
     assert names[labels[225, 110]] == "torso" and names[labels[200, 150]] == "torso"
     assert names[labels[225, 170]] == "l_thigh" and over[225, 170] == names.index("torso")
-    rig = CharacterRig(
-        background=np.full_like(rgb, sky),
-        joints=joints,
-        visibility=visibility,
-        bone_lengths=np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES]),
-        parts=[],
-        facing=1,
-        size=size,
-        cut_at_bottom=False,
-        mesh=build_mesh(rgb, alpha, joints, specs, labels, size, 6.0, beneath, over),
-    )
+    rig = mesh_rig(rgb, alpha, joints, sky, specs, labels, size, beneath, over)
     assert np.abs(render_frame(rig, still(rig, joints), 0, RenderSettings()).astype(int) - rgb).mean() < 2.0
     # The legs apart: each knee swung 40 degrees outwards about its hip, the shin with it.
-    parted = joints.copy()
+    parted = joints
     for side, turn in (("l", -0.7), ("r", 0.7)):
-        rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
-        hip = joints[J[f"{side}_hip"]]
-        for name in ("knee", "ankle", "foot"):
-            parted[J[f"{side}_{name}"]] = (joints[J[f"{side}_{name}"]] - hip) @ rotation.T + hip
+        parted = swung(parted, f"{side}_hip", [f"{side}_{name}" for name in ("knee", "ankle", "foot")], turn)
     frame = render_frame(rig, still(rig, parted), 0, RenderSettings()).astype(int)
     inside = cv2.erode(skirt, np.ones((5, 5), np.uint8)) > 0
     is_red = np.abs(frame - red).sum(axis=2) < 60
@@ -397,26 +408,11 @@ def test_a_knee_read_beside_the_leg_moves_onto_it_and_the_bent_leg_stays_whole()
     assert np.array_equal(centre_hinges(beside, dress, size), beside)
 
     specs, labels, beneath = label_parts(alpha, centred, np.ones(len(centred)), size, rgb=rgb)
-    rig = CharacterRig(
-        background=np.full_like(rgb, sky),
-        joints=centred,
-        visibility=np.ones(len(centred)),
-        bone_lengths=np.array([np.linalg.norm(centred[c] - centred[p]) for p, c in BONES]),
-        parts=[],
-        facing=1,
-        size=size,
-        cut_at_bottom=False,
-        mesh=build_mesh(rgb, alpha, centred, specs, labels, size, 6.0, beneath),
-    )
+    rig = mesh_rig(rgb, alpha, centred, sky, specs, labels, size, beneath)
     # The left shin kicked 70 degrees outwards about its knee: the leg is skin all the way through the knee.
-    bent = centred.copy()
-    turn = -1.2
-    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
-    knee = centred[J["l_knee"]]
-    for name in ("ankle", "foot"):
-        bent[J[f"l_{name}"]] = (centred[J[f"l_{name}"]] - knee) @ rotation.T + knee
+    bent = swung(centred, "l_knee", ["l_ankle", "l_foot"], -1.2)
     frame = render_frame(rig, still(rig, bent), 0, RenderSettings()).astype(int)
-    hip, ankle = bent[J["l_hip"]], bent[J["l_ankle"]]
+    hip, knee, ankle = bent[J["l_hip"]], bent[J["l_knee"]], bent[J["l_ankle"]]
     for a, b in ((hip, knee), (knee, ankle)):
         for t in np.linspace(0.0, 1.0, 9):
             x, y = np.round(a + t * (b - a)).astype(int)
