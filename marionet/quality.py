@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from marionet.engine.cpu.pose import landmarks_array, pose_solution, torso_length
+from marionet.media.validate import decode_image
 from marionet.media.video import VideoInfo, probe_video, read_frames
 
 # Upper arms, forearms, thighs, shins: their names in reports (the person's left/right) and BlazePose indices.
@@ -112,10 +113,9 @@ def _analyse_driving(path: str, mtime_ns: int, info: VideoInfo, frames: int) -> 
 
 
 def _image_histogram(path: Path) -> np.ndarray | None:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = decode_image(path.read_bytes())  # the picture the engine animates
+    if rgb is None:
         return None
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     scale = min(1.0, 1024 / max(rgb.shape[:2]))
     rgb = cv2.resize(
         rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import av
+import cv2
 import numpy as np
 import pytest
 from conftest import DATA
@@ -21,6 +22,7 @@ from marionet.config import Settings
 from marionet.errors import InputError
 from marionet.media.ingest import check_image, check_video, load_input
 from marionet.media.sandbox import validate_isolated
+from marionet.media.validate import check_image_bytes, decode_image, decode_with_alpha
 from marionet.media.video import read_frames
 
 
@@ -198,6 +200,43 @@ def test_corrupt_images(tmp_path):
         with pytest.raises(InputError) as err:
             check_image(path)
         assert err.value.code == "image_invalid" and fragment in err.value.message, name
+
+
+def _with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """A JPEG with an EXIF APP1 segment holding only an Orientation tag, as a phone camera writes it."""
+    tiff = b"II*\0" + struct.pack("<IHHHIHHI", 8, 1, 0x0112, 3, 1, orientation, 0, 0)
+    app1 = b"Exif\0\0" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_a_phone_photo_is_read_turned_as_its_orientation_tag_says():
+    bgr = np.zeros((300, 400, 3), np.uint8)
+    bgr[:, :200] = (0, 0, 255)  # left half red
+    ok, jpeg = cv2.imencode(".jpg", bgr)
+    rgb = decode_image(_with_orientation(jpeg.tobytes(), 6))  # 6: turn 90 degrees clockwise to show
+    assert rgb.shape == (400, 300, 3)
+    assert rgb[:190, :, 0].mean() > 200 and rgb[210:, :, 0].mean() < 50  # the red half is now on top
+    info = check_image_bytes(_with_orientation(jpeg.tobytes(), 6))
+    assert (info.width, info.height) == (300, 400)  # validation measures the picture as shown, too
+
+
+def test_a_transparent_png_is_read_laid_on_white_with_its_opacity():
+    bgra = np.zeros((320, 320, 4), np.uint8)
+    bgra[..., :3] = (0, 255, 0)  # green hidden under the transparent pixels
+    bgra[100:220, 100:220] = (255, 0, 0, 255)  # an opaque blue square
+    bgra[100:220, 240:260] = (255, 0, 0, 128)  # a half-transparent blue stripe
+    ok, png = cv2.imencode(".png", bgra)
+    rgb, opacity = decode_with_alpha(png.tobytes())
+    assert tuple(rgb[10, 10]) == (255, 255, 255)  # no green: transparent is white
+    assert tuple(rgb[150, 150]) == (0, 0, 255)
+    assert np.abs(rgb[150, 250].astype(int) - (127, 127, 255)).max() <= 1  # half blue over white
+    assert opacity[10, 10] == 0.0 and opacity[150, 150] == 1.0 and abs(opacity[150, 250] - 128 / 255) < 1e-6
+    ok, opaque_png = cv2.imencode(".png", np.ascontiguousarray(bgra[..., :3]))
+    assert decode_with_alpha(opaque_png.tobytes())[1] is None
+    bgra[..., 3] = 255  # an alpha channel that hides nothing
+    ok, solid_png = cv2.imencode(".png", bgra)
+    assert decode_with_alpha(solid_png.tobytes())[1] is None
+    assert decode_image(png.tobytes()).shape == (320, 320, 3)
 
 
 def test_isolated_check_refuses_a_file_that_takes_too_long(tmp_path):

@@ -187,6 +187,20 @@ def test_only_holes_the_segmentation_doubted_are_filled():
     assert filled.sum() == 100
 
 
+def test_a_cut_out_leaves_no_ghost_of_its_soft_edges_in_the_background():
+    # The dance character as a cut-out on white, its opacity the segmentation's soft mask: on white the pale,
+    # half-transparent hem and sleeves read as background, and would stay behind when she moves.
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    opacity = refine_mask(rgb, cv2.resize(pose.detect_image_pose(rgb).mask, rgb.shape[1::-1]))
+    cut_out = (rgb * opacity[..., None] + 255.0 * (1.0 - opacity[..., None]) + 0.5).astype(np.uint8)
+    image_pose = pose.detect_image_pose(cut_out)
+    canvas = canvas_size(rgb.shape[1], rgb.shape[0], 720)
+    ghost = build_character(cut_out, image_pose, canvas).background.min(axis=2) < 240
+    assert ghost.sum() > 5000  # the segmentation alone leaves the pale edges there
+    background = build_character(cut_out, image_pose, canvas, opacity=opacity).background
+    assert background.min() >= 240  # the cut-out's own opacity lifts all of her off the white
+
+
 def test_a_forearm_in_front_takes_its_pixels_and_the_body_beneath_is_filled():
     rgb = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
     image_pose = pose.detect_image_pose(rgb)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 
 from marionet.errors import InputError, PayloadTooLarge
 from marionet.media.video import VideoInfo, probe_video
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
 VIDEO_MAX_BYTES = 100 * 1024 * 1024
@@ -135,9 +139,6 @@ def check_image_limits(info: ImageInfo) -> None:
 
 def check_image_bytes(data: bytes) -> ImageInfo:
     """Validate an image in memory: size cap, format, header limits, then a real decode."""
-    import cv2
-    import numpy as np
-
     if len(data) > IMAGE_MAX_BYTES:
         raise PayloadTooLarge(
             f"The image is {len(data)} bytes; the limit is {IMAGE_MAX_BYTES} bytes (10 MB).",
@@ -145,8 +146,8 @@ def check_image_bytes(data: bytes) -> ImageInfo:
         )
     header = read_image_header(data)
     check_image_limits(header)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.ndim != 3:
+    image = decode_image(data)
+    if image is None:
         raise _image_error(f"The {header.format.upper()} image could not be decoded (corrupt or truncated).")
     height, width = image.shape[:2]
     if {width, height} != {header.width, header.height}:
@@ -154,6 +155,37 @@ def check_image_bytes(data: bytes) -> ImageInfo:
             f"The image decodes to {width}x{height} but declares {header.width}x{header.height}."
         )
     return ImageInfo(width=width, height=height, format=header.format)
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    """An image file's pixels as a viewer shows them, RGB 8-bit; None if it does not decode. See decode_with_alpha."""
+    decoded = decode_with_alpha(data)
+    return None if decoded is None else decoded[0]
+
+
+def decode_with_alpha(data: bytes) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """An image file's pixels as a viewer shows them, RGB 8-bit, and its opacity 0..1 where it has transparent
+    pixels (else None); None if it does not decode. EXIF orientation is applied, and a PNG with transparency is
+    laid on white: the colours under transparent pixels are not part of the picture (editors keep whatever was
+    there, the background cut away or black), and read as they are a cut-out character would dance in front of
+    a scene its owner never saw."""
+    import cv2
+    import numpy as np
+
+    buffer = np.frombuffer(data, np.uint8)
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3:
+        return None
+    alpha = None
+    if data.startswith(_PNG_SIGNATURE):
+        raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        # An orientation tag that turned the picture leaves the alpha plane unturned: only the same shape is used.
+        if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == bgr.shape[:2]:
+            opacity = raw[..., 3].astype(np.float32) / np.iinfo(raw.dtype).max
+            if opacity.min() < 1.0:
+                alpha = opacity
+                bgr = (bgr * alpha[..., None] + 255.0 * (1.0 - alpha[..., None]) + 0.5).astype(np.uint8)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), alpha
 
 
 def check_image(path: Path) -> ImageInfo:

@@ -23,6 +23,7 @@ from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import CharacterRig, build_character
 from marionet.errors import EngineError, InputError
 from marionet.media.cache import file_sha256
+from marionet.media.validate import decode_with_alpha
 from marionet.media.video import VideoWriter, probe_video
 
 PROMPT_WARNING = (
@@ -80,14 +81,16 @@ class CpuEngine:
     def animate(self, request: AnimationRequest, progress: ProgressFn = no_progress) -> AnimationResult:
         warnings = [PROMPT_WARNING] if request.prompt.strip() else []
         quality = QUALITY[request.mode]
-        image = _read_image(request.image_path)
+        image, opacity = _read_image(request.image_path)
         info = probe_video(request.video_path)
         canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
         use_mesh = self.renderer == "mesh"
         # The image's pose, cut-out and rig run in a thread beside the video's pose pass (its decoder and two
         # BlazePose graphs); a character that fails stops the pose pass at its next batch.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marionet-rig") as pool:
-            character = pool.submit(_character, image, canvas, quality.mesh_cells if use_mesh else None)
+            character = pool.submit(
+                _character, image, opacity, canvas, quality.mesh_cells if use_mesh else None
+            )
 
             def stop_if_character_failed() -> None:
                 if character.done() and character.exception() is not None:
@@ -167,7 +170,9 @@ class CpuEngine:
         return track, POSE_SHARE
 
 
-def _character(image: np.ndarray, canvas: tuple[int, int], mesh_cells: float | None) -> CharacterRig:
+def _character(
+    image: np.ndarray, opacity: np.ndarray | None, canvas: tuple[int, int], mesh_cells: float | None
+) -> CharacterRig:
     """The image's pose, then its cut-out, filled background and rig; no person is a clear error."""
     image_pose = pose_stage.detect_image_pose(image)
     if image_pose is None:
@@ -176,12 +181,12 @@ def _character(image: np.ndarray, canvas: tuple[int, int], mesh_cells: float | N
             code="no_person_in_image",
             param="image_url",
         )
-    return build_character(image, image_pose, canvas, mesh_cells)
+    return build_character(image, image_pose, canvas, mesh_cells, opacity=opacity)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    data = np.fromfile(str(path), np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
+def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image as RGB and, for a cut-out (a PNG with transparency), its opacity."""
+    decoded = decode_with_alpha(path.read_bytes())
+    if decoded is None:
         raise InputError("The image could not be decoded.", code="image_invalid", param="image_url")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decoded

@@ -161,10 +161,18 @@ def centre_hinges(joints: np.ndarray, alpha: np.ndarray, size: float) -> np.ndar
 
 
 def build_character(
-    image_rgb: np.ndarray, image_pose: bp.ImagePose, canvas: tuple[int, int], mesh_cells: float | None = None
+    image_rgb: np.ndarray,
+    image_pose: bp.ImagePose,
+    canvas: tuple[int, int],
+    mesh_cells: float | None = None,
+    opacity: np.ndarray | None = None,
 ) -> CharacterRig:
     """Cut the person out of the image, fill the background, split the person into parts and, with
-    `mesh_cells` (grid cells per body size), build the skinned triangle mesh."""
+    `mesh_cells` (grid cells per body size), build the skinned triangle mesh.
+
+    `opacity` (0..1, the image's shape) is a cut-out's own transparency, the image laid on white: everything
+    it shows is lifted off the background, also the pale soft edges and glows the segmentation calls scenery
+    (left there, they would stay behind as a ghost of the image's pose)."""
     width, height = canvas
     sx, sy = width / image_rgb.shape[1], height / image_rgb.shape[0]
     interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_CUBIC
@@ -181,7 +189,11 @@ def build_character(
     size = max(float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]])), 1.0)
     joints = centre_hinges(joints, alpha, size)
     lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
-    background = fill_background(rgb, alpha, soft)
+    if opacity is not None:
+        shown = cv2.resize(opacity, (width, height), interpolation=cv2.INTER_LINEAR)
+        background = fill_background(rgb, alpha, np.maximum(soft, shown))
+    else:
+        background = fill_background(rgb, alpha, soft)
     hands = hand_masks({side: hand * (sx, sy) for side, hand in image_pose.hands.items()}, alpha, rgb)
     specs, labels, beneath = label_parts(
         alpha, joints, visibility, size, depth=joints4[:, 2], rgb=rgb, hands=hands
