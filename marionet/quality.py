@@ -27,6 +27,10 @@ LIMB_SEGMENTS = {
 JITTER_LANDMARKS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 MIN_VISIBILITY = 0.5
 ANALYSIS_SIDE = 384
+# BlazePose's tracker starts cold: it reads the first frame again until its landmarks move less than
+# SETTLE_PX (analysis pixels) between reads, at most SETTLE_READS times, before any frame is measured.
+SETTLE_READS = 60
+SETTLE_PX = 0.5
 IDENTITY_EVERY = 4  # frames between identity samples
 
 
@@ -94,6 +98,8 @@ def _analyse_video(path: Path, info: VideoInfo, frames: int, histograms: bool) -
         for index, _, rgb in read_frames(path, info, max_side=ANALYSIS_SIDE):
             if index >= frames:
                 break
+            if index == 0:
+                _settle(pose, rgb)
             result = pose.process(rgb)
             if result.pose_landmarks is None:
                 continue
@@ -104,6 +110,22 @@ def _analyse_video(path: Path, info: VideoInfo, frames: int, histograms: bool) -
                 if hist is not None:
                     hists.append(hist)
     return _Sequence(keypoints=keypoints, detected=detected, histograms=hists)
+
+
+def _settle(pose, rgb: np.ndarray) -> None:
+    """Read the first frame until the tracker's landmarks stand still. A cold tracker moves its landmarks for
+    several frames while the picture does not (the half pair's first output frame held still for two seconds:
+    up to 97 px a frame over its first ten frames, the presenter's own first frame 6 px): that is the reader
+    finding its region, and it would be scored as the video's jitter."""
+    previous = None
+    for _ in range(SETTLE_READS):
+        result = pose.process(rgb)
+        if result.pose_landmarks is None:
+            return
+        points = landmarks_array(result, rgb.shape[1], rgb.shape[0])[:, :2]
+        if previous is not None and np.abs(points - previous).max() < SETTLE_PX:
+            return
+        previous = points
 
 
 @functools.lru_cache(maxsize=4)
