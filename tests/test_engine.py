@@ -193,6 +193,35 @@ def test_an_image_without_a_person_is_refused(tmp_path):
     assert not output.exists()
 
 
+def _arms(keypoints: np.ndarray) -> tuple[float, float]:
+    """Shoulder width and the upper arms' mean length of a BlazePose reading, in pixels."""
+    shoulders = float(np.linalg.norm(keypoints[pose.L_SHOULDER, :2] - keypoints[pose.R_SHOULDER, :2]))
+    pairs = ((pose.L_SHOULDER, pose.L_ELBOW), (pose.R_SHOULDER, pose.R_ELBOW))
+    upper = [keypoints[s, :2] - keypoints[e, :2] for s, e in pairs]
+    return shoulders, float(np.mean([np.linalg.norm(v) for v in upper]))
+
+
+@pytest.mark.parametrize("room", ["headroom", "beside"])
+def test_a_half_body_character_with_room_around_her_is_read_as_when_framed_tight(room):
+    # The elf's picture with a plain margin above her, or a third of her width beside her. BlazePose reading
+    # the whole picture makes her a fifth to a third narrower and her upper arms a third to two thirds shorter;
+    # the character's pose is the best fit to her silhouette of that reading and of crops around her.
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    height, width = rgb.shape[:2]
+    plain = [int(v) for v in np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).mean(axis=0)]
+    top, right = (height // 3, 0) if room == "headroom" else (0, width // 3)
+    roomy = cv2.copyMakeBorder(rgb, top, 0, 0, right, cv2.BORDER_CONSTANT, value=plain)
+    tight_shoulders, tight_arms = _arms(pose.detect_image_pose(rgb).keypoints)
+    with pose.pose_solution().Pose(static_image_mode=True, enable_segmentation=True) as whole:
+        whole_shoulders, whole_arms = _arms(pose._static_pose(whole, roomy)[0])
+    assert whole_shoulders < 0.85 * tight_shoulders and whole_arms < 0.7 * tight_arms  # the misreading
+    found = pose.detect_image_pose(roomy)
+    shoulders, arms = _arms(found.keypoints - (0, top, 0, 0))
+    assert abs(shoulders - tight_shoulders) < 0.05 * tight_shoulders
+    assert abs(arms - tight_arms) < 0.1 * tight_arms
+    assert found.mask.shape == roomy.shape[:2] and (found.mask[:top] > 0.5).sum() == 0
+
+
 def test_ordered_map_keeps_order_raises_the_error_and_stops_early():
     import time
 

@@ -37,6 +37,16 @@ MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
 LARGER_PERSON = 1.05  # a second person this much larger (torso length) than the one found is followed instead
 SEAM_FRAMES = 10  # frames over which one chunk's reading takes over from the previous one's
 HAND_MIDDLE_BASE = 9  # MediaPipe Hands' landmark at the middle finger's base; 0 is the wrist
+# The character image is also read cropped to the person's mask grown by each of these (of its larger side).
+IMAGE_BOX_MARGINS = (0.05, 0.1, 0.2)
+IMAGE_BOX_SAME = 0.02  # a crop this close to the whole image (of its larger side) is not read
+# Bones whose distance to the silhouette scores a reading of the image (skeleton_fit); legs only where seen.
+FIT_BONES = (
+    (L_SHOULDER, R_SHOULDER), (L_SHOULDER, L_HIP), (R_SHOULDER, R_HIP), (L_HIP, R_HIP), (NOSE, L_SHOULDER),
+    (NOSE, R_SHOULDER), (L_SHOULDER, L_ELBOW), (L_ELBOW, L_WRIST), (L_WRIST, L_INDEX), (R_SHOULDER, R_ELBOW),
+    (R_ELBOW, R_WRIST), (R_WRIST, R_INDEX), (L_HIP, L_KNEE), (L_KNEE, L_ANKLE), (R_HIP, R_KNEE), (R_KNEE, R_ANKLE),
+)  # fmt: skip
+FIT_LEG_JOINTS = (L_HIP, R_HIP, L_KNEE, R_KNEE)
 # Palm lengths a hand's wrist may lie from BlazePose's wrist (drawn characters' wrists are read loosely).
 HAND_REACH = 2.0
 
@@ -106,20 +116,94 @@ def torso_coverage(keypoints: np.ndarray, mask: np.ndarray, scale: float = 1.0) 
 
 
 def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
-    """Static BlazePose (full model: the heavy one is not in the wheel) with segmentation on one image; None when no person is seen."""
+    """Static BlazePose (full model: the heavy one is not in the wheel) with segmentation on one image; None when
+    no person is seen.
+
+    The image is read whole and again cropped to the person (their mask grown by each of IMAGE_BOX_MARGINS of
+    its larger side), and the reading whose bones lie closest to the silhouette is kept (skeleton_fit). Read
+    whole, a half-body person with room around them (the elf padded a sixth of her width on each side, or
+    with headroom) came out a third narrower in the shoulders and her upper arms half their length; a crop
+    reads her as her tight framing does. The mask kept is the most any reading saw of the person."""
     height, width = rgb.shape[:2]
-    scale = min(1.0, 1024 / max(height, width))
-    small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
-        result = pose.process(small)
-    points = landmarks_array(result, width, height)
-    if points is None or result.segmentation_mask is None:
-        return None
-    mask = cv2.resize(result.segmentation_mask, (width, height), interpolation=cv2.INTER_LINEAR)
+        whole = _static_pose(pose, rgb)
+        if whole is None:
+            return None
+        readings, mask = [whole[0]], whole[1].copy()
+        image_box = (0, 0, width, height)
+        for margin in IMAGE_BOX_MARGINS:
+            x0, y0, x1, y1 = box = _mask_box(whole[1], margin)
+            if _same_box(box, image_box, image_box):
+                continue
+            cropped = _static_pose(pose, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+            if cropped is None:
+                continue
+            points, crop_mask = cropped
+            points[:, 0] += x0
+            points[:, 1] += y0
+            readings.append(points)
+            mask[y0:y1, x0:x1] = np.maximum(mask[y0:y1, x0:x1], crop_mask)
+    points = min(readings, key=lambda candidate: skeleton_fit(candidate, mask))
     core = points[[NOSE, L_SHOULDER, R_SHOULDER], 3]
     if core.min() < 0.5 or (mask > 0.5).mean() < 0.01 or torso_coverage(points, mask) < 0.3:
         return None
     return ImagePose(keypoints=points, mask=np.clip(mask, 0.0, 1.0), hands=detect_hands(rgb, points))
+
+
+def skeleton_fit(points: np.ndarray, mask: np.ndarray, samples: int = 4000) -> float:
+    """How far the person's pixels (mask > 0.5) lie from the nearest bone of a reading, on average, over the
+    square root of their area: lower fits better. A reading that shrank the arms leaves the outstretched arms'
+    pixels far from every bone. Legs count where both their joints are seen."""
+    ys, xs = np.nonzero(mask > 0.5)
+    if xs.size == 0:
+        return math.inf
+    step = max(1, xs.size // samples)
+    pixels = np.stack([xs[::step], ys[::step]], axis=1).astype(np.float64)
+    nearest = np.full(len(pixels), np.inf)
+    for a, b in FIT_BONES:
+        if a in FIT_LEG_JOINTS and min(points[a, 3], points[b, 3]) < 0.5:
+            continue
+        start, end = points[a, :2].astype(np.float64), points[b, :2].astype(np.float64)
+        along = end - start
+        t = np.clip((pixels - start) @ along / max(float(along @ along), 1e-6), 0.0, 1.0)
+        nearest = np.minimum(nearest, np.linalg.norm(pixels - (start + t[:, None] * along), axis=1))
+    return float(nearest.mean() / math.sqrt(xs.size))
+
+
+def _static_pose(pose, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """One reading of an image (shrunk to 1024 px at most) by a static BlazePose graph with segmentation:
+    landmarks and the soft mask, in the image's pixels."""
+    height, width = rgb.shape[:2]
+    scale = min(1.0, 1024 / max(height, width))
+    small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    result = pose.process(small)
+    points = landmarks_array(result, width, height)
+    if points is None or result.segmentation_mask is None:
+        return None
+    mask = cv2.resize(result.segmentation_mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    return points, mask
+
+
+def _mask_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the person's mask (> 0.5) grown by `margin` of its larger side, within the image."""
+    height, width = mask.shape
+    ys, xs = np.nonzero(mask > 0.5)
+    if xs.size == 0:
+        return 0, 0, width, height
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    grow = margin * max(x1 - x0, y1 - y0)
+    return (
+        max(0, math.floor(x0 - grow)),
+        max(0, math.floor(y0 - grow)),
+        min(width, math.ceil(x1 + grow)),
+        min(height, math.ceil(y1 + grow)),
+    )
+
+
+def _same_box(a: tuple[int, ...], b: tuple[int, ...], image_box: tuple[int, ...]) -> bool:
+    """Boxes whose sides lie within IMAGE_BOX_SAME of the image's larger side: not worth another reading."""
+    span = max(image_box[2], image_box[3])
+    return max(abs(p - q) for p, q in zip(a, b, strict=True)) <= IMAGE_BOX_SAME * span
 
 
 def detect_hands(rgb: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarray]:
