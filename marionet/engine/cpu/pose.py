@@ -39,7 +39,7 @@ SEAM_FRAMES = 10  # frames over which one chunk's reading takes over from the pr
 HAND_MIDDLE_BASE = 9  # MediaPipe Hands' landmark at the middle finger's base; 0 is the wrist
 # The character image is also read cropped to the person's mask grown by each of these (of its larger side).
 IMAGE_BOX_MARGINS = (0.05, 0.1, 0.2)
-IMAGE_BOX_SAME = 0.02  # a crop this close to the whole image (of its larger side) is not read
+IMAGE_BOX_SAME = 0.02  # a crop within this much (of the image's larger side) of its edges is not read
 # Bones whose distance to the silhouette scores a reading of the image (skeleton_fit); legs only where seen.
 FIT_BONES = (
     (L_SHOULDER, R_SHOULDER), (L_SHOULDER, L_HIP), (R_SHOULDER, R_HIP), (L_HIP, R_HIP), (NOSE, L_SHOULDER),
@@ -121,20 +121,19 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
 
     The image is read whole and again cropped to the person (their mask grown by each of IMAGE_BOX_MARGINS of
     its larger side), and the reading whose bones lie closest to the silhouette is kept (skeleton_fit). Read
-    whole, a half-body person with room around them (the elf padded a sixth of her width on each side, or
-    with headroom) came out a third narrower in the shoulders and her upper arms half their length; a crop
-    reads her as her tight framing does. The mask kept is the most any reading saw of the person."""
+    whole, a half-body person with room around them (the elf with a third of her width beside her, or a third
+    of her height above) came out a fifth narrower in the shoulders and her upper arms up to two thirds short;
+    a crop reads her as her tight framing does. The mask kept is the most any reading saw of the person."""
     height, width = rgb.shape[:2]
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         whole = _static_pose(pose, rgb)
         if whole is None:
             return None
         readings, mask = [whole[0]], whole[1].copy()
-        image_box = (0, 0, width, height)
         for margin in IMAGE_BOX_MARGINS:
-            x0, y0, x1, y1 = box = _mask_box(whole[1], margin)
-            if _same_box(box, image_box, image_box):
-                continue
+            x0, y0, x1, y1 = _mask_box(whole[1], margin)
+            if max(x0, y0, width - x1, height - y1) <= IMAGE_BOX_SAME * max(width, height):
+                continue  # nearly the whole image: read already
             cropped = _static_pose(pose, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
             if cropped is None:
                 continue
@@ -198,12 +197,6 @@ def _mask_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
         min(width, math.ceil(x1 + grow)),
         min(height, math.ceil(y1 + grow)),
     )
-
-
-def _same_box(a: tuple[int, ...], b: tuple[int, ...], image_box: tuple[int, ...]) -> bool:
-    """Boxes whose sides lie within IMAGE_BOX_SAME of the image's larger side: not worth another reading."""
-    span = max(image_box[2], image_box[3])
-    return max(abs(p - q) for p, q in zip(a, b, strict=True)) <= IMAGE_BOX_SAME * span
 
 
 def detect_hands(rgb: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarray]:
