@@ -130,8 +130,9 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
         if whole is None:
             return None
         readings, mask = [whole[0]], whole[1].copy()
+        bounds = _mask_bounds(whole[1])
         for margin in IMAGE_BOX_MARGINS:
-            x0, y0, x1, y1 = _mask_box(whole[1], margin)
+            x0, y0, x1, y1 = _grown(bounds, margin, width, height)
             if max(x0, y0, width - x1, height - y1) <= IMAGE_BOX_SAME * max(width, height):
                 continue  # nearly the whole image: read already
             cropped = _static_pose(pose, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
@@ -163,10 +164,16 @@ def skeleton_fit(points: np.ndarray, mask: np.ndarray, samples: int = 4000) -> f
         if a in FIT_LEG_JOINTS and min(points[a, 3], points[b, 3]) < 0.5:
             continue
         start, end = points[a, :2].astype(np.float64), points[b, :2].astype(np.float64)
-        along = end - start
-        t = np.clip((pixels - start) @ along / max(float(along @ along), 1e-6), 0.0, 1.0)
-        nearest = np.minimum(nearest, np.linalg.norm(pixels - (start + t[:, None] * along), axis=1))
+        nearest = np.minimum(nearest, segment_distance(pixels, start, end))
     return float(nearest.mean() / math.sqrt(xs.size))
+
+
+def segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each point's (n, 2) distance to the segment from a to b."""
+    ab = b - a
+    dx, dy = points[:, 0] - a[0], points[:, 1] - a[1]
+    t = np.clip((dx * ab[0] + dy * ab[1]) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
+    return np.hypot(dx - t * ab[0], dy - t * ab[1])
 
 
 def _static_pose(pose, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -183,13 +190,19 @@ def _static_pose(pose, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return points, mask
 
 
-def _mask_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the person's mask (> 0.5) grown by `margin` of its larger side, within the image."""
-    height, width = mask.shape
+def _mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box of the person's mask (> 0.5); the whole image if it is empty."""
     ys, xs = np.nonzero(mask > 0.5)
     if xs.size == 0:
-        return 0, 0, width, height
-    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        return 0, 0, mask.shape[1], mask.shape[0]
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _grown(
+    box: tuple[int, int, int, int], margin: float, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """`box` grown by `margin` of its larger side, within a `width` x `height` image."""
+    x0, y0, x1, y1 = box
     grow = margin * max(x1 - x0, y1 - y0)
     return (
         max(0, math.floor(x0 - grow)),

@@ -304,13 +304,6 @@ def push_pull_fill(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.clip(filled, 0, 255)
 
 
-def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ab = b - a
-    dx, dy = points[:, 0] - a[0], points[:, 1] - a[1]
-    t = np.clip((dx * ab[0] + dy * ab[1]) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
-    return np.hypot(dx - t * ab[0], dy - t * ab[1])
-
-
 def visible_parts(visibility: np.ndarray) -> list[PartSpec]:
     """The parts the image shows: torso and head always, a limb when both its joints are seen."""
     return [
@@ -374,12 +367,12 @@ def part_costs(
     for i, spec in enumerate(specs):
         if spec.kind == "torso":
             hips = (joints[J["l_hip"]] + joints[J["r_hip"]]) / 2
-            cost[i] = _segment_distance(points, hips, joints[J["neck"]]) - torso_radius
+            cost[i] = bp.segment_distance(points, hips, joints[J["neck"]]) - torso_radius
         elif spec.kind == "head":
             cost[i] = np.linalg.norm(points - joints[J["head"]], axis=1) - head
         else:
             # A limb claims only pixels within its own thickness; skirts, capes and sleeves stay on the body.
-            distance = _segment_distance(points, joints[spec.start], joints[spec.reach])
+            distance = bp.segment_distance(points, joints[spec.start], joints[spec.reach])
             reach = limb_reach[spec.kind]
             beyond = (distance > reach) if within_reach else np.zeros(len(points), bool)
             cost[i] = np.where(beyond, distance + 4 * size, distance - limb_core[spec.kind])
@@ -657,7 +650,7 @@ def _hands_by_colour(
         # The upper arm of the same side is the same sleeve or skin: no seam to find there.
         limb = [i, *(k for k, s in enumerate(specs) if s.kind == "arm" and s.end == spec.start)]
         own, other = label == i, ~np.isin(label, limb)
-        distance = _segment_distance(points, joints[spec.start], joints[spec.reach])
+        distance = bp.segment_distance(points, joints[spec.start], joints[spec.reach])
         # Other parts' pixels near the forearm's bone, and the forearm's own pixels near those.
         contested_other = other & (distance <= 1.5 * core)
         if not contested_other.any() or not own.any():
@@ -757,7 +750,7 @@ def _forearms_in_front(
     for spec in specs:
         if spec.kind != "arm" or spec.reach == spec.end:
             continue
-        inside = _segment_distance(points, joints[spec.start], joints[spec.reach]) <= core
+        inside = bp.segment_distance(points, joints[spec.start], joints[spec.reach]) <= core
         for other, spec_other in enumerate(specs):
             if spec_other.kind in behind and depth[spec.end] < behind[spec_other.kind] - IN_FRONT * size:
                 cost[other, inside] = np.maximum(cost[other, inside], 8 * size)
