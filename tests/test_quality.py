@@ -39,11 +39,18 @@ def still_report() -> QualityReport:
     driving = probe_video(DATA / "dance_fullbody_12s.mp4")
     image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
     frame = np.ascontiguousarray(cv2.resize(image, (720, 1244), interpolation=cv2.INTER_AREA))
-    path = WORK / "still.mp4"
-    with VideoWriter(path, width=720, height=1244, fps=driving.output_fps, preset="ultrafast") as writer:
-        for _ in range(driving.output_frame_count):
-            writer.write(frame)
+    path = held_still(frame, WORK / "still.mp4", driving.output_frame_count, driving.output_fps)
     return evaluate(path, DATA / "dance_fullbody_12s.mp4", DATA / "dance_ref_cartoon.png")
+
+
+def held_still(frame: np.ndarray, path, frames: int, fps: float):
+    """A video of `frame` (RGB) shown for `frames` frames."""
+    with VideoWriter(
+        path, width=frame.shape[1], height=frame.shape[0], fps=fps, preset="ultrafast"
+    ) as writer:
+        for _ in range(frames):
+            writer.write(frame)
+    return path
 
 
 @pytest.mark.slow
@@ -165,11 +172,7 @@ def test_a_still_picture_reads_still_from_its_first_frame(monkeypatch):
     # the first frames while the picture stands still; the eval lets it settle on the first frame first, so
     # what it scores as jitter is the video's.
     image = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
-    path = WORK / "still-elf.mp4"
-    WORK.mkdir(parents=True, exist_ok=True)
-    with VideoWriter(path, width=image.shape[1], height=image.shape[0], fps=24, preset="ultrafast") as writer:
-        for _ in range(48):
-            writer.write(image)
+    path = held_still(image, WORK / "still-elf.mp4", 48, 24)
     settled = quality.jitter(quality._analyse_video(path, probe_video(path), 48, histograms=False))
     monkeypatch.setattr(quality, "SETTLE_READS", 0)
     cold = quality.jitter(quality._analyse_video(path, probe_video(path), 48, histograms=False))
