@@ -40,6 +40,9 @@ HAND_MIDDLE_BASE = 9  # MediaPipe Hands' landmark at the middle finger's base; 0
 # The character image is also read cropped to the person's mask grown by each of these (of its larger side).
 IMAGE_BOX_MARGINS = (0.05, 0.1, 0.2)
 IMAGE_BOX_SAME = 0.02  # a crop within this much (of the image's larger side) of its edges is not read
+# A person small in a large picture is missed read whole (BlazePose's detector sees it at 224 px): the picture is
+# then read in windows of each of these fractions of its sides, overlapping by half, the larger windows first.
+IMAGE_WINDOWS = (0.6, 0.4)
 # Bones whose distance to the silhouette scores a reading of the image (skeleton_fit); legs only where seen.
 FIT_BONES = (
     (L_SHOULDER, R_SHOULDER), (L_SHOULDER, L_HIP), (R_SHOULDER, R_HIP), (L_HIP, R_HIP), (NOSE, L_SHOULDER),
@@ -123,31 +126,89 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
     its larger side), and the reading whose bones lie closest to the silhouette is kept (skeleton_fit). Read
     whole, a half-body person with room around them (the elf with a third of her width beside her, or a third
     of her height above) came out a fifth narrower in the shoulders and her upper arms up to two thirds short;
-    a crop reads her as her tight framing does. The mask kept is the most any reading saw of the person."""
-    height, width = rgb.shape[:2]
+    a crop reads her as her tight framing does. The mask kept is the most any reading saw of the person.
+
+    When the whole picture shows nobody, it is searched in windows (IMAGE_WINDOWS) and the person found there is
+    read the same way: the contract recommends only that the person fill more than 5 % of the frame, and a
+    person a third of the picture's height was not found whole."""
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
-        whole = _static_pose(pose, rgb)
-        if whole is None:
-            return None
-        readings, mask = [whole[0]], whole[1].copy()
-        bounds = _mask_bounds(whole[1])
-        for margin in IMAGE_BOX_MARGINS:
-            x0, y0, x1, y1 = _grown(bounds, margin, width, height)
-            if max(x0, y0, width - x1, height - y1) <= IMAGE_BOX_SAME * max(width, height):
-                continue  # nearly the whole image: read already
-            cropped = _static_pose(pose, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-            if cropped is None:
+        found = _read_person(pose, rgb, _static_pose(pose, rgb))
+        if found is None:
+            found = _read_person(pose, rgb, _found_in_windows(pose, rgb))
+    if found is None:
+        return None
+    points, mask = found
+    return ImagePose(keypoints=points, mask=mask, hands=detect_hands(rgb, points))
+
+
+def _read_person(
+    pose, rgb: np.ndarray, first: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """From a `first` reading (landmarks, mask in the image's pixels), the best of it and the crops around its
+    mask (landmarks, union mask 0..1); None when there is no first reading or the best is not a person."""
+    if first is None:
+        return None
+    height, width = rgb.shape[:2]
+    readings, mask = [first[0]], first[1].copy()
+    bounds = _mask_bounds(first[1])
+    for margin in IMAGE_BOX_MARGINS:
+        x0, y0, x1, y1 = _grown(bounds, margin, width, height)
+        if max(x0, y0, width - x1, height - y1) <= IMAGE_BOX_SAME * max(width, height):
+            continue  # nearly the whole image: read already
+        cropped = _static_pose(pose, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        if cropped is None:
+            continue
+        points, crop_mask = cropped
+        points[:, 0] += x0
+        points[:, 1] += y0
+        readings.append(points)
+        mask[y0:y1, x0:x1] = np.maximum(mask[y0:y1, x0:x1], crop_mask)
+    points = min(readings, key=lambda candidate: skeleton_fit(candidate, mask))
+    if not _is_person(points, mask):
+        return None
+    return points, np.clip(mask, 0.0, 1.0)
+
+
+def _is_person(points: np.ndarray, mask: np.ndarray) -> bool:
+    """A reading worth animating: head and shoulders seen, a silhouette of 1 % of the picture at least, and a
+    torso the silhouette fills (a stick figure's does not)."""
+    core = points[[NOSE, L_SHOULDER, R_SHOULDER], 3]
+    return core.min() >= 0.5 and (mask > 0.5).mean() >= 0.01 and torso_coverage(points, mask) >= 0.3
+
+
+def _found_in_windows(pose, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A person in windows of the picture (landmarks, mask in the image's pixels), the larger windows first.
+    Of the people one size of window finds, one its window holds whole is preferred (a window's inner edge cut
+    the others), then the largest, as the hosted service follows the largest person."""
+    height, width = rgb.shape[:2]
+    for fraction in IMAGE_WINDOWS:
+        found = []
+        for x0, y0, x1, y1 in _windows(width, height, fraction):
+            reading = _static_pose(pose, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+            if reading is None or not _is_person(*reading):
                 continue
-            points, crop_mask = cropped
+            points, window_mask = reading
+            bx0, by0, bx1, by1 = _mask_bounds(window_mask)
+            cut = (bx0 == 0 < x0) or (by0 == 0 < y0) or (bx1 == x1 - x0 and x1 < width)
+            cut = cut or (by1 == y1 - y0 and y1 < height)
             points[:, 0] += x0
             points[:, 1] += y0
-            readings.append(points)
-            mask[y0:y1, x0:x1] = np.maximum(mask[y0:y1, x0:x1], crop_mask)
-    points = min(readings, key=lambda candidate: skeleton_fit(candidate, mask))
-    core = points[[NOSE, L_SHOULDER, R_SHOULDER], 3]
-    if core.min() < 0.5 or (mask > 0.5).mean() < 0.01 or torso_coverage(points, mask) < 0.3:
-        return None
-    return ImagePose(keypoints=points, mask=np.clip(mask, 0.0, 1.0), hands=detect_hands(rgb, points))
+            mask = np.zeros((height, width), np.float32)
+            mask[y0:y1, x0:x1] = window_mask
+            found.append((cut, -float(torso_length(points)), points, mask))
+        if found:
+            _, _, points, mask = min(found, key=lambda hit: hit[:2])
+            return points, mask
+    return None
+
+
+def _windows(width: int, height: int, fraction: float) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) windows `fraction` of the picture's sides, overlapping by half and covering it."""
+    window_w, window_h = round(width * fraction), round(height * fraction)
+    count = math.ceil((1 - fraction) / (fraction / 2)) + 1
+    xs = np.linspace(0, width - window_w, count).round().astype(int)
+    ys = np.linspace(0, height - window_h, count).round().astype(int)
+    return [(int(x), int(y), int(x) + window_w, int(y) + window_h) for y in ys for x in xs]
 
 
 def skeleton_fit(points: np.ndarray, mask: np.ndarray, samples: int = 4000) -> float:
