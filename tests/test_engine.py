@@ -248,6 +248,27 @@ def test_a_character_small_in_a_large_picture_is_found_and_read_as_when_framed_t
     assert abs(arms - tight_arms) < 0.1 * tight_arms
 
 
+def test_a_small_character_s_silhouette_is_the_crops_not_the_whole_picture_s_coarse_blob():
+    # The cartoon at a third of a dark picture's sides is found whole, but BlazePose segments at 256 px: that
+    # blob took in the Eiffel tower beside her (it vanished into the filled background). Her crops' masks are
+    # as fine as her own picture's.
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    height, width = rgb.shape[:2]
+    tight = pose.detect_image_pose(rgb).mask > 0.5
+    picture, top, left = _in_a_large_picture(rgb, 0.33, (40, 40, 60))
+
+    def overlap(mask: np.ndarray) -> float:
+        inside = mask[top : top + height, left : left + width] > 0.5
+        return float((inside & tight).sum() / (inside | tight).sum())
+
+    with pose.pose_solution().Pose(static_image_mode=True, enable_segmentation=True) as whole:
+        points, coarse = pose._static_pose(whole, picture)
+    assert pose._is_person(points, coarse) and overlap(coarse) < 0.7
+    found = pose.detect_image_pose(picture)
+    assert overlap(found.mask) > 0.9
+    assert (found.mask > 0.5).sum() == (found.mask[top : top + height, left : left + width] > 0.5).sum()
+
+
 def test_ordered_map_keeps_order_raises_the_error_and_stops_early():
     import time
 
