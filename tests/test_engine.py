@@ -193,6 +193,38 @@ def test_an_image_without_a_person_is_refused(tmp_path):
     assert not output.exists()
 
 
+@pytest.mark.slow
+def test_a_video_that_starts_without_anyone_is_animated_from_its_first_frame(tmp_path):
+    # "The pose step crashes when the first frame has no person": the presenter's clip after a second of his
+    # studio with him painted out. The character holds the first pose seen until he appears, and the output
+    # keeps every frame of the input.
+    source = DATA / "halfbody_talk_3s.mp4"
+    info = probe_video(source)
+    video = tmp_path / "late.mp4"
+    with VideoWriter(
+        video, width=info.width, height=info.height, fps=info.output_fps, preset="ultrafast"
+    ) as writer:
+        for index, _, rgb in read_frames(source, info):
+            if index == 0:
+                empty = rgb.copy()
+                empty[:, info.width // 3 :] = rgb[:, : info.width // 3].mean(axis=(0, 1)).astype(np.uint8)
+                for _ in range(30):
+                    writer.write(empty)
+            writer.write(rgb)
+    request = AnimationRequest(DATA / "halfbody_ref_elf.jpg", video, tmp_path / "out.mp4")
+    result = CpuEngine(cache_dir=tmp_path / "poses").animate(request)
+    assert result.frame_count == probe_video(video).output_frame_count == info.output_frame_count + 30
+    track = pose.load_track(next((tmp_path / "poses").glob("*.npz")))
+    assert not track.detected[:30].any() and track.detected[30:].mean() > 0.95
+    body = track.keypoints[:, : pose.R_HIP + 1, :2]  # head, arms and hips: what a half-body clip shows
+    # The first pose seen, held; the zero-lag smoothing eases into the first motion over the last few frames.
+    assert np.abs(body[:24] - body[0]).max() < 1.0
+    assert np.abs(body[0] - body[30]).max() < 0.1 * float(pose.torso_length(track.keypoints[30]))
+    output = probe_video(result.output_path)
+    frames = [rgb.astype(np.int16) for index, _, rgb in read_frames(result.output_path, output) if index < 24]
+    assert max(np.abs(frame - frames[0]).mean() for frame in frames) < 1.0  # held still, no garbage
+
+
 def _arms(keypoints: np.ndarray) -> tuple[float, float]:
     """Shoulder width and the upper arms' mean length of a BlazePose reading, in pixels."""
     shoulders = float(np.linalg.norm(keypoints[pose.L_SHOULDER, :2] - keypoints[pose.R_SHOULDER, :2]))
