@@ -12,6 +12,7 @@ import pytest
 from conftest import DATA
 
 from marionet.config import Settings
+from marionet.engine import PROMPT_WARNING
 from marionet.tasks.signing import result_link
 from tests.servers import Server, cli, create_key
 
@@ -109,6 +110,16 @@ def test_create_accepts_every_allowed_value(alice, body, extra, model, mode):
     assert r.status_code == 200, r.text
     assert r.json()["model"] == model
     assert r.json()["usage"]["mode"] == mode
+
+
+@pytest.mark.parametrize("prompt", ["a girl dancing at night", "  "])
+def test_a_prompt_the_engine_will_not_read_is_warned_about_when_the_task_is_created(alice, body, prompt):
+    # The default models run on marionet-cpu, which does not read text: the client learns it from the create
+    # response, not only once the task has run. A blank prompt says nothing to ignore.
+    task = alice.post("/v1/videos/generations", json={**body, "prompt": prompt}).json()
+    expected = [PROMPT_WARNING] if prompt.strip() else []
+    assert task["status"] == "pending" and task["warnings"] == expected
+    assert alice.get(f"/v1/tasks/{task['id']}").json()["warnings"] == expected
 
 
 @pytest.mark.parametrize(

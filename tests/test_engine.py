@@ -24,10 +24,9 @@ import pytest
 from conftest import DATA
 
 from marionet.config import Settings
-from marionet.engine import load_engine
+from marionet.engine import PROMPT_WARNING, load_engine
 from marionet.engine.base import AnimationRequest, AnimationResult
 from marionet.engine.cpu import CpuEngine, pose
-from marionet.engine.cpu.engine import PROMPT_WARNING
 from marionet.engine.cpu.prefetch import ordered_map
 from marionet.errors import EngineError, TaskCancelled
 from marionet.media.cache import InputCache

@@ -6,11 +6,20 @@ from marionet.config import Settings
 from marionet.engine.base import AnimationRequest, AnimationResult, Engine, ProgressFn, no_progress
 
 CPU_ENGINE = "marionet-cpu"
+PROMPT_WARNING = (
+    "The marionet-cpu engine does not read the prompt: the output follows the image and the video only."
+)
 
 
 def engine_names() -> list[str]:
     """Names of the engines this installation can run."""
     return [CPU_ENGINE]
+
+
+def task_warnings(engine: str, prompt: str) -> list[str]:
+    """What the task's engine will not do with the request, said when the task is created and again in its
+    result: the CPU engine does not read the prompt."""
+    return [PROMPT_WARNING] if engine == CPU_ENGINE and prompt.strip() else []
 
 
 def preload_engines() -> None:
@@ -41,10 +50,12 @@ __all__ = [
     "AnimationRequest",
     "AnimationResult",
     "CPU_ENGINE",
+    "PROMPT_WARNING",
     "Engine",
     "ProgressFn",
     "engine_names",
     "load_engine",
     "preload_engines",
     "no_progress",
+    "task_warnings",
 ]

@@ -43,6 +43,7 @@ class NewTask:
     video_url: str
     callback_url: str | None
     base_url: str
+    warnings: tuple[str, ...] = ()  # known when the task is created (the engine's own may follow)
 
 
 class Store:
@@ -106,9 +107,9 @@ class Store:
                 progress=0,
                 attempts=0,
                 cancel_requested=False,
-                warnings="[]",
+                warnings=json.dumps(list(new.warnings)),
                 result_deleted=False,
-                **new.__dict__,
+                **{name: value for name, value in new.__dict__.items() if name != "warnings"},
             )
             s.add(task)
         return task

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from marionet.api.deps import base_url, current_key, get_dispatcher, get_settings, get_store
 from marionet.api.schemas import ERROR_RESPONSES, CreateTaskRequest, TaskList, TaskObject
 from marionet.config import DEFAULT_MODEL, UPSTREAM_MODELS, Settings
-from marionet.engine import engine_names
+from marionet.engine import engine_names, task_warnings
 from marionet.errors import InvalidRequest
 from marionet.media import ingest
 from marionet.media.fetch import check_url
@@ -66,6 +66,7 @@ def _new_task(body: CreateTaskRequest, settings: Settings, base: str) -> tuple[N
         video_url=body.video_url,
         callback_url=body.callback_url or None,
         base_url=base,
+        warnings=tuple(task_warnings(models[model], body.prompt or "")),
     )
     return new, inline
 

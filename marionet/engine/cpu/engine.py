@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marionet.engine import task_warnings
 from marionet.engine.base import AnimationRequest, AnimationResult, ProgressFn, no_progress
 from marionet.engine.cpu import pose as pose_stage
 from marionet.engine.cpu.prefetch import ordered_map
@@ -26,9 +27,6 @@ from marionet.media.cache import file_sha256
 from marionet.media.validate import decode_with_alpha
 from marionet.media.video import VideoWriter, probe_video
 
-PROMPT_WARNING = (
-    "The marionet-cpu engine does not read the prompt: the output follows the image and the video only."
-)
 POSE_SHARE = 0.5  # fraction of the progress bar spent on the pose pass when it is not cached
 MIN_PERSON_SHARE = 0.5
 BATCH = 16
@@ -79,7 +77,7 @@ class CpuEngine:
         self.cache_dir = Path(cache_dir)
 
     def animate(self, request: AnimationRequest, progress: ProgressFn = no_progress) -> AnimationResult:
-        warnings = [PROMPT_WARNING] if request.prompt.strip() else []
+        warnings = task_warnings(self.name, request.prompt)
         quality = QUALITY[request.mode]
         image, opacity = _read_image(request.image_path)
         info = probe_video(request.video_path)
