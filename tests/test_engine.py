@@ -224,6 +224,48 @@ def test_a_video_that_starts_without_anyone_is_animated_from_its_first_frame(tmp
     assert max(np.abs(frame - frames[0]).mean() for frame in frames) < 1.0  # held still, no garbage
 
 
+@pytest.mark.slow
+def test_a_dancer_too_small_for_the_detector_is_found_and_followed(tmp_path):
+    # The dance's first two seconds at a quarter of the frame's sides, in the middle of a grey frame (she is a
+    # fifth of its height): BlazePose's detector, which sees the whole frame at 224 px, finds nobody. The
+    # engine looks for her in windows of a few frames and reads only the region she moves in: her limbs as
+    # read from the clip at full size.
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    small_w, small_h = info.width // 8 * 2, info.height // 8 * 2
+    left, top = (info.width - small_w) // 2, (info.height - small_h) // 2
+    full, small = tmp_path / "full.mp4", tmp_path / "small.mp4"
+    size = {"width": info.width, "height": info.height, "fps": info.output_fps, "preset": "ultrafast"}
+    with VideoWriter(full, **size) as whole, VideoWriter(small, **size) as far:
+        for index, _, rgb in read_frames(source, info):
+            if index == 48:
+                break
+            whole.write(rgb)
+            frame = np.full_like(rgb, 128)
+            frame[top : top + small_h, left : left + small_w] = cv2.resize(
+                rgb, (small_w, small_h), interpolation=cv2.INTER_AREA
+            )
+            far.write(frame)
+    small_info = probe_video(small)
+    assert pose.extract_pose_track(small, small_info, lambda done: None).person_share == 0.0
+    request = AnimationRequest(DATA / "dance_ref_cartoon.png", small, tmp_path / "out.mp4")
+    assert CpuEngine(cache_dir=tmp_path / "poses").animate(request).frame_count == 48
+    found = pose.load_track(next((tmp_path / "poses").glob("*.npz")))
+    assert found.person_share > 0.95
+    reference = pose.extract_pose_track(full, probe_video(full), lambda done: None)
+    placed = reference.keypoints.copy()
+    placed[..., 0] = placed[..., 0] * small_w / info.width + left
+    placed[..., 1] = placed[..., 1] * small_h / info.height + top
+    limbs = [(pose.L_SHOULDER, pose.L_ELBOW), (pose.L_ELBOW, pose.L_WRIST), (pose.R_SHOULDER, pose.R_ELBOW)]
+    limbs += [(pose.R_ELBOW, pose.R_WRIST), (pose.L_HIP, pose.L_KNEE), (pose.R_HIP, pose.R_KNEE)]
+    for start, end in limbs:
+        a = found.keypoints[:, end, :2] - found.keypoints[:, start, :2]
+        b = placed[:, end, :2] - placed[:, start, :2]
+        turn = np.degrees(np.abs(np.angle((a[:, 0] + 1j * a[:, 1]) / (b[:, 0] + 1j * b[:, 1]))))
+        assert turn.mean() < 5.0
+    assert np.linalg.norm(found.keypoints[:, pose.NOSE, :2] - placed[:, pose.NOSE, :2], axis=1).mean() < 6.0
+
+
 def _arms(keypoints: np.ndarray) -> tuple[float, float]:
     """Shoulder width and the upper arms' mean length of a BlazePose reading, in pixels."""
     shoulders = float(np.linalg.norm(keypoints[pose.L_SHOULDER, :2] - keypoints[pose.R_SHOULDER, :2]))

@@ -162,6 +162,16 @@ class CpuEngine:
             progress(POSE_SHARE * done / total, "analysing motion")
 
         track = pose_stage.extract_pose_track(video_path, info, on_batch, BATCH)
+        if track.person_share < MIN_PERSON_SHARE:
+            # Nobody, or someone too small for the detector: look for them, and read only where they are.
+            progress(POSE_SHARE, "looking for a small person")
+            region = pose_stage.find_person_region(video_path, info)
+            if region is not None:
+                closer = pose_stage.extract_pose_track(
+                    video_path, info, lambda done: check(), BATCH, region=region
+                )
+                if closer.person_share > track.person_share:
+                    track = closer
         # A read-only or full cache only costs speed next time.
         with contextlib.suppress(OSError):
             pose_stage.save_track(track, self.cache_dir / key)

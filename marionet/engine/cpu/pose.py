@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -46,6 +46,13 @@ IMAGE_FINE_SPAN = 0.5
 # A person small in a large picture is missed read whole (BlazePose's detector sees it at 224 px): the picture is
 # then read in windows of each of these fractions of its sides, overlapping by half, the larger windows first.
 IMAGE_WINDOWS = (0.6, 0.4)
+# A driving video where nobody was found is searched the same way on this many frames (decoded at REGION_SIDE
+# at most), and read again within the box the people found there span, grown by REGION_MARGIN of its larger
+# side, unless that is more than REGION_MAX_SHARE of the frame (nothing to gain).
+REGION_SAMPLES = 5
+REGION_SIDE = 1280
+REGION_MARGIN = 0.25
+REGION_MAX_SHARE = 0.6
 # Bones whose distance to the silhouette scores a reading of the image (skeleton_fit); legs only where seen.
 FIT_BONES = (
     (L_SHOULDER, R_SHOULDER), (L_SHOULDER, L_HIP), (R_SHOULDER, R_HIP), (L_HIP, R_HIP), (NOSE, L_SHOULDER),
@@ -347,16 +354,23 @@ def lead_in(chunk: range) -> range:
 
 
 def extract_pose_track(
-    video_path: Path, info: VideoInfo, on_batch: Callable[[int], None], batch: int = 16
+    video_path: Path,
+    info: VideoInfo,
+    on_batch: Callable[[int], None],
+    batch: int = 16,
+    region: tuple[int, int, int, int] | None = None,
 ) -> PoseTrack:
     """BlazePose in video mode over every output frame (streamed, downscaled), then gap filling and smoothing.
 
     One decoder feeds POSE_LANES graphs, each working through its own chunks of the clip on its own core
     (BlazePose on one core is the slowest stage of a job); every chunk then follows the person the first one
     found. `on_batch` is called from the calling thread with the number of frames analysed, after every
-    `batch` of them; an exception it raises stops the pass.
+    `batch` of them; an exception it raises stops the pass. With `region` (x0, y0, x1, y1 in source pixels)
+    only that part of the frames is read, at ANALYSIS_SIDE (see find_person_region); keypoints are still in
+    the whole frame's pixels.
     """
     total = info.output_frame_count
+    view = _region_view(info, region)
     chunks = pose_chunks(total)
     # Per chunk: landmarks of its lead-in and own frames, and where a person was found.
     readings = [np.zeros((len(lead_in(c)) + len(c), N_LANDMARKS, 4), np.float32) for c in chunks]
@@ -371,10 +385,10 @@ def extract_pose_track(
 
     def analyse(chunk: int) -> None:
         frames = iter(feeds[chunk].get, None)
-        check = (lambda rgb, points: larger.append(_larger_person(rgb, points, info))) if chunk == 0 else None
+        check = (lambda rgb, points: larger.append(_larger_person(rgb, points, view))) if chunk == 0 else None
         try:
             with contextlib.closing(
-                _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], info, on_first=check)
+                _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], view, on_first=check)
             ) as reads:
                 for index in reads:
                     if stop.is_set():
@@ -396,9 +410,9 @@ def extract_pose_track(
     with ThreadPoolExecutor(max_workers=POSE_LANES, thread_name_prefix="marionet-pose") as lanes:
         running: list[Future] = []
         try:
-            frames = read_frames(video_path, info, max_side=ANALYSIS_SIDE)
+            frames = _frames_in(video_path, info, region, range(total))
             with contextlib.closing(frames):
-                for index, _, rgb in frames:
+                for index, rgb in frames:
                     owner = index // len(chunks[0])
                     readers = [owner]
                     if owner + 1 < len(chunks) and index in lead_in(chunks[owner + 1]):
@@ -427,6 +441,7 @@ def extract_pose_track(
     _follow_one_person(
         video_path,
         info,
+        region,
         chunks,
         readings,
         found,
@@ -435,6 +450,8 @@ def extract_pose_track(
         batch,
     )
     keypoints, detected = _join_chunks(chunks, readings, found, total)
+    if region is not None:
+        keypoints[detected, :, :2] += np.array(region[:2], np.float32)
     # Frames past the end of a stream shorter than declared stay undetected: the last pose is held.
     track = PoseTrack(
         keypoints=keypoints, detected=detected, fps=info.output_fps, width=info.width, height=info.height
@@ -445,9 +462,46 @@ def extract_pose_track(
     return track
 
 
+def _region_view(info: VideoInfo, region: tuple[int, int, int, int] | None) -> VideoInfo:
+    """What the graphs see: the whole frame, or `region` of it as if it were the frame."""
+    if region is None:
+        return info
+    return replace(info, width=region[2] - region[0], height=region[3] - region[1])
+
+
+def find_person_region(video_path: Path, info: VideoInfo) -> tuple[int, int, int, int] | None:
+    """Where a person too small for BlazePose's detector (it sees the frame at 224 px) moves in the clip: the
+    windows' search of the character image (_found_in_windows) on REGION_SAMPLES frames spread over the clip,
+    their people's boxes joined and grown by REGION_MARGIN of the larger side (x0, y0, x1, y1 in source
+    pixels); None when no sample shows anyone, or the region is nearly the whole frame."""
+    total = info.output_frame_count
+    side = max(info.width, info.height)
+    boxes = []
+    with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
+        for index in sorted(
+            {round(i * (total - 1) / max(1, REGION_SAMPLES - 1)) for i in range(REGION_SAMPLES)}
+        ):
+            frames = read_frames(video_path, info, max_side=min(side, REGION_SIDE), first=index)
+            with contextlib.closing(frames):
+                rgb = next(frames, (0, 0.0, None))[2]
+            found = None if rgb is None else _found_in_windows(pose, rgb)
+            if found is not None:
+                scale = info.width / rgb.shape[1]
+                boxes.append(np.array(_mask_bounds(found[1]), np.float64) * scale)
+    if not boxes:
+        return None
+    x0, y0 = np.min(boxes, axis=0)[:2]
+    x1, y1 = np.max(boxes, axis=0)[2:]
+    region = _grown((int(x0), int(y0), math.ceil(x1), math.ceil(y1)), REGION_MARGIN, info.width, info.height)
+    if (region[2] - region[0]) * (region[3] - region[1]) > REGION_MAX_SHARE * info.width * info.height:
+        return None
+    return region
+
+
 def _follow_one_person(
     video_path: Path,
     info: VideoInfo,
+    region: tuple[int, int, int, int] | None,
     chunks: list[range],
     readings: list[np.ndarray],
     found: list[np.ndarray],
@@ -459,14 +513,16 @@ def _follow_one_person(
     whoever its detector scores best at its first frame: the first chunk is read again on the `larger` person
     its lane saw beside the one it found (a box, or None), and any later chunk that followed someone else than
     the chunk before it is read again, shown that person first (one graph each, after the parallel pass; only
-    clips with several people pay for it). `check` is called every `batch` frames read, for cancels."""
+    clips with several people pay for it). `check` is called every `batch` frames read, for cancels. With a
+    `region`, boxes and landmarks are in its pixels."""
+    view = _region_view(info, region)
 
     def reread(chunk: int, start: int, focus: tuple[int, int, int, int]) -> None:
         first = lead_in(chunks[chunk]).start
         readings[chunk][start - first :], found[chunk][start - first :] = 0.0, False
-        frames = _frames_in(video_path, info, range(start, chunks[chunk].stop))
+        frames = _frames_in(video_path, info, region, range(start, chunks[chunk].stop))
         with contextlib.closing(
-            _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], info, focus)
+            _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], view, focus)
         ) as reads:
             for index in reads:
                 if index % batch == 0:
@@ -475,7 +531,7 @@ def _follow_one_person(
     if larger is not None:
         reread(0, int(np.argmax(found[0])), larger)
     for chunk in range(1, len(chunks)):
-        box = _other_person(chunks, readings, found, chunk, info)
+        box = _other_person(chunks, readings, found, chunk, view)
         if box is not None:
             reread(chunk, lead_in(chunks[chunk]).start, box)
 
@@ -515,13 +571,27 @@ def _person_box(points: np.ndarray, info: VideoInfo) -> tuple[int, int, int, int
     )
 
 
-def _frames_in(video_path: Path, info: VideoInfo, span: range) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, analysis-size rgb) of the frames in `span`, decoded from a keyframe shortly before it."""
-    frames = read_frames(video_path, info, max_side=ANALYSIS_SIDE, first=span.start)
+def _frames_in(
+    video_path: Path, info: VideoInfo, region: tuple[int, int, int, int] | None, span: range
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, analysis-size rgb) of the frames in `span` (from a keyframe shortly before it, unless it starts
+    the clip): the whole frame or `region` of it, ANALYSIS_SIDE on its larger side (less if the source is)."""
+    side, box = ANALYSIS_SIDE, None
+    if region is not None:
+        larger = max(region[2] - region[0], region[3] - region[1])
+        side = min(
+            max(info.width, info.height), math.ceil(ANALYSIS_SIDE * max(info.width, info.height) / larger)
+        )
+    frames = read_frames(video_path, info, max_side=side, first=span.start)
     with contextlib.closing(frames):
         for index, _, rgb in frames:
             if index >= span.stop:
                 return
+            if region is not None:
+                if box is None:
+                    scale = rgb.shape[1] / info.width
+                    box = tuple(round(v * scale) for v in region)
+                rgb = np.ascontiguousarray(rgb[box[1] : box[3], box[0] : box[2]])
             yield index, rgb
 
 
