@@ -249,7 +249,12 @@ def test_a_dancer_too_small_for_the_detector_is_found_and_followed(tmp_path):
     small_info = probe_video(small)
     assert pose.extract_pose_track(small, small_info, lambda done: None).person_share == 0.0
     request = AnimationRequest(DATA / "dance_ref_cartoon.png", small, tmp_path / "out.mp4")
-    assert CpuEngine(cache_dir=tmp_path / "poses").animate(request).frame_count == 48
+    calls: list[tuple[float, str]] = []
+    result = CpuEngine(cache_dir=tmp_path / "poses").animate(request, lambda f, m: calls.append((f, m)))
+    assert result.frame_count == 48
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # the second look moves the bar on
+    assert "analysing motion where they are" in {message for _, message in calls}
     found = pose.load_track(next((tmp_path / "poses").glob("*.npz")))
     assert found.person_share > 0.95
     reference = pose.extract_pose_track(full, probe_video(full), lambda done: None)
