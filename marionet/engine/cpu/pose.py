@@ -46,10 +46,12 @@ IMAGE_FINE_SPAN = 0.5
 # A person small in a large picture is missed read whole (BlazePose's detector sees it at 224 px): the picture is
 # then read in windows of each of these fractions of its sides, overlapping by half, the larger windows first.
 IMAGE_WINDOWS = (0.6, 0.4)
-# A driving video where nobody was found is searched the same way on this many frames (decoded at REGION_SIDE
-# at most), and read again within the box the people found there span, grown by REGION_MARGIN of its larger
-# side, unless that is more than REGION_MAX_SHARE of the frame (nothing to gain).
+# A driving video where nobody was found is searched the same way on a frame every REGION_EVERY_S seconds (at
+# least REGION_SAMPLES frames; decoded at REGION_SIDE at most), and read again within the box the people found
+# there span, grown by REGION_MARGIN of its larger side, unless that is more than REGION_MAX_SHARE of the frame
+# (nothing to gain).
 REGION_SAMPLES = 5
+REGION_EVERY_S = 2.0
 REGION_SIDE = 1280
 REGION_MARGIN = 0.25
 REGION_MAX_SHARE = 0.6
@@ -471,16 +473,16 @@ def _region_view(info: VideoInfo, region: tuple[int, int, int, int] | None) -> V
 
 def find_person_region(video_path: Path, info: VideoInfo) -> tuple[int, int, int, int] | None:
     """Where a person too small for BlazePose's detector (it sees the frame at 224 px) moves in the clip: the
-    windows' search of the character image (_found_in_windows) on REGION_SAMPLES frames spread over the clip,
-    their people's boxes joined and grown by REGION_MARGIN of the larger side (x0, y0, x1, y1 in source
-    pixels); None when no sample shows anyone, or the region is nearly the whole frame."""
+    windows' search of the character image (_found_in_windows) on frames spread over the clip (one every
+    REGION_EVERY_S seconds, REGION_SAMPLES at least), their people's boxes joined and grown by REGION_MARGIN of
+    the larger side (x0, y0, x1, y1 in source pixels); None when no sample shows anyone, or the region is
+    nearly the whole frame. A person who crosses more than that between two samples leaves the region there."""
     total = info.output_frame_count
     side = max(info.width, info.height)
+    samples = max(REGION_SAMPLES, math.ceil(total / info.output_fps / REGION_EVERY_S) + 1)
     boxes = []
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
-        for index in sorted(
-            {round(i * (total - 1) / max(1, REGION_SAMPLES - 1)) for i in range(REGION_SAMPLES)}
-        ):
+        for index in sorted({round(i * (total - 1) / max(1, samples - 1)) for i in range(samples)}):
             frames = read_frames(video_path, info, max_side=min(side, REGION_SIDE), first=index)
             with contextlib.closing(frames):
                 rgb = next(frames, (0, 0.0, None))[2]
