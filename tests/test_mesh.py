@@ -11,7 +11,7 @@ from conftest import DATA
 
 from marionet.engine.cpu import pose
 from marionet.engine.cpu.engine import QUALITY, canvas_size
-from marionet.engine.cpu.mesh import build_mesh, posed_vertices
+from marionet.engine.cpu.mesh import _beyond_head_outline, build_mesh, posed_vertices
 from marionet.engine.cpu.render import RenderSettings, render_frame, spec_transforms, tip_shifts
 from marionet.engine.cpu.retarget import Motion
 from marionet.engine.cpu.rig import (
@@ -296,6 +296,38 @@ def test_a_fist_at_the_chin_leaves_with_its_arm_and_the_face_is_filled_beneath()
         else:
             assert (labels[fist] == names.index(at_chin)).mean() > 0.98 and head_share == 0.0
             assert (beneath[fist] == names.index("head")).mean() > 0.9  # the face under it is filled
+
+
+def test_a_hand_over_the_edge_of_the_hair_leaves_no_flag_when_it_moves_away():
+    # A round head (40 px) with a hand over its upper right edge, reaching 25 px past it: the cartoon's hands
+    # lie so on her hair. Filling the whole hand's silhouette as head left two finger-shaped flags of hair
+    # beside her head once her hands moved. What lies past the head's outline (taken from the directions
+    # either side of the hand) is left out, its own glow between the fingers too; the face's is kept.
+    centre = np.array([100.0, 100.0])
+    yy, xx = np.mgrid[0:200, 0:200]
+    radius = np.hypot(xx - centre[0], yy - centre[1])
+    head = (radius <= 40).astype(np.uint8)
+    hand = np.zeros_like(head)
+    cv2.rectangle(hand, (118, 48), (152, 82), 1, -1)  # over the edge at about 45 degrees up-right
+    ring = cv2.dilate(hand, np.ones((5, 5), np.uint8)) & (1 - hand)
+    glow = (ring & (radius > 45)).astype(np.uint8)  # the glow around the fingers, labelled head
+    assert glow.sum() > 100
+    own = (head | glow) & (1 - hand)
+    hidden = head & hand
+    hidden[radius > 40] = 0
+    hidden |= hand  # as labelling gives it: the whole hand's silhouette beneath
+    face = np.zeros_like(head)
+    cv2.ellipse(face, (100, 110), (15, 25), 0, 0, 360, 1, -1)
+    past = _beyond_head_outline(own, hidden, hand, centre, face)
+    assert past[(hidden > 0) & (radius > 40 + 3)].all()  # the flag
+    assert not past[(hidden > 0) & (radius <= 40)].any()  # the hair under the hand stays, to be filled
+    assert past[glow > 0].all()
+    assert not past[(own > 0) & (radius <= 40)].any()
+    # A fist over the face (inside its oval) is the chin's business: nothing of it is taken away.
+    fist = np.zeros_like(head)
+    cv2.rectangle(fist, (92, 115), (125, 150), 1, -1)
+    inside = fist & face
+    assert not _beyond_head_outline(head & (1 - fist), inside, fist, centre, face).any()
 
 
 def test_a_sliver_of_face_along_a_forearm_goes_with_the_forearm():

@@ -28,6 +28,8 @@ from marionet.engine.cpu.rig import (
 )
 
 FILL_REACH = 12  # pixels around a hidden stretch of a part whose own colours fill it
+HEAD_BINS = 180  # directions around the head joint in which its outline is followed (_beyond_head_outline)
+HEAD_SLACK = 2.0  # pixels past the outline taken from the directions either side that still count as head
 FACE_OVAL = (0.85, 0.45)  # the face's half-length along the neck's line and half-width, in head radii
 
 # Each part's parent in the skeleton; a part blends with its parent around the part's proximal joint.
@@ -148,6 +150,9 @@ def build_mesh(
             if spec.kind == "head":
                 face = _face_oval(joints, spec, own.shape)
             hidden = _hidden_inside(own, beneath == part, gap, face)
+            if face is not None:
+                past = _beyond_head_outline(own, hidden, beneath == part, joints[spec.end], face)
+                own, hidden = own & (1 - past), hidden & (1 - past)
         drawn_over = (over == part).astype(np.uint8)
         box = grown_box(own | hidden | drawn_over, reach + 2)  # the two dilations below reach this far
         by0, bx0 = box[0].start, box[1].start
@@ -251,6 +256,44 @@ def _hidden_inside(
     if inner is not None and inner.any():
         cv2.fillConvexPoly(outline, cv2.convexHull(cv2.findNonZero(inner)), 1)
     return (hidden & (hull > 0) & (outline > 0)).astype(np.uint8)
+
+
+def _beyond_head_outline(
+    own: np.ndarray, hidden: np.ndarray, beneath: np.ndarray, centre: np.ndarray, face: np.ndarray
+) -> np.ndarray:
+    """The head's pixels outside its face oval that lie past its outline (uint8 mask), in the directions from
+    the head joint (one of HEAD_BINS) in which a hand hides part of it there: the outline in those directions
+    is taken from the directions either side. Hidden pixels count, and of the head's own only those beside
+    the hand (the glow between fingers). Filled as head, a hand's whole silhouette stayed behind once the hand
+    moved: the cartoon's hands on the edge of her hair left two finger-shaped flags beside her head, the
+    dancer's fist at her chin a flap of skin past her cheek. Inside the face oval, _hidden_inside's outline
+    holds (a fist at the chin hides the chin's own outline)."""
+    out = np.zeros_like(own)
+    outside = hidden & (face == 0)
+    if not own.any() or not outside.any():
+        return out
+
+    def polar(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        ys, xs = np.nonzero(mask)
+        dx, dy = xs - centre[0], ys - centre[1]
+        angle = np.floor((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * HEAD_BINS).astype(int) % HEAD_BINS
+        return ys, xs, angle, np.hypot(dx, dy)
+
+    _, _, own_bin, own_r = polar(own)
+    reach = np.zeros(HEAD_BINS)
+    np.maximum.at(reach, own_bin, own_r)
+    beside = own & (face == 0) & cv2.dilate(beneath.astype(np.uint8), np.ones((7, 7), np.uint8))
+    ys, xs, angle, radius = polar(outside | beside)
+    covered = np.zeros(HEAD_BINS, bool)
+    covered[angle] = True
+    known = (reach > 0) & ~covered
+    if not known.any():
+        return out
+    bins = np.arange(HEAD_BINS)
+    limit = np.interp(bins, bins[known], reach[known], period=HEAD_BINS) + HEAD_SLACK
+    past = covered[angle] & (radius > limit[angle])
+    out[ys[past], xs[past]] = 1
+    return out
 
 
 def _fill_hidden(premult: np.ndarray, own: np.ndarray, hidden: np.ndarray) -> np.ndarray:
