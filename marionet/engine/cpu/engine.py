@@ -158,7 +158,7 @@ class CpuEngine:
         total = info.output_frame_count
         progress(0.0, "analysing motion")
 
-        def on_batch(start: float, share: float, message: str) -> Callable[[int], None]:
+        def reporter(start: float, share: float, message: str) -> Callable[[int], None]:
             def report(done: int) -> None:
                 check()
                 progress(start + share * done / total, message)
@@ -166,7 +166,7 @@ class CpuEngine:
             return report
 
         track = pose_stage.extract_pose_track(
-            video_path, info, on_batch(0.0, POSE_SHARE, "analysing motion"), BATCH
+            video_path, info, reporter(0.0, POSE_SHARE, "analysing motion"), BATCH
         )
         share = POSE_SHARE
         if track.person_share < MIN_PERSON_SHARE:
@@ -174,7 +174,7 @@ class CpuEngine:
             progress(share, "looking for a small person")
             region = pose_stage.find_person_region(video_path, info)
             if region is not None:
-                report = on_batch(share, CLOSER_SHARE, "analysing motion where they are")
+                report = reporter(share, CLOSER_SHARE, "analysing motion where they are")
                 closer = pose_stage.extract_pose_track(video_path, info, report, BATCH, region=region)
                 share += CLOSER_SHARE
                 if closer.person_share > track.person_share:

@@ -291,7 +291,7 @@ def _beyond_head_outline(
         return out
     bins = np.arange(HEAD_BINS)
     limit = np.interp(bins, bins[known], reach[known], period=HEAD_BINS) + HEAD_SLACK
-    past = covered[angle] & (radius > limit[angle])
+    past = radius > limit[angle]  # every one of them lies in a covered direction
     out[ys[past], xs[past]] = 1
     return out
 
