@@ -318,16 +318,27 @@ def test_a_hand_over_the_edge_of_the_hair_leaves_no_flag_when_it_moves_away():
     hidden |= hand  # as labelling gives it: the whole hand's silhouette beneath
     face = np.zeros_like(head)
     cv2.ellipse(face, (100, 110), (15, 25), 0, 0, 360, 1, -1)
-    past = _beyond_head_outline(own, hidden, hand, centre, face)
+    neck = np.array([100.0, 170.0])
+    past = _beyond_head_outline(own, hidden, hand, centre, face, neck)
     assert past[(hidden > 0) & (radius > 40 + 3)].all()  # the flag
     assert not past[(hidden > 0) & (radius <= 40)].any()  # the hair under the hand stays, to be filled
     assert past[glow > 0].all()
     assert not past[(own > 0) & (radius <= 40)].any()
+    # A fist beside the jaw, the head's label running on down into a shoulder (as the dancer's at 6 s does):
+    # towards the neck the label is no outline, and the flap past the jaw goes all the same.
+    shoulder = np.zeros_like(head)
+    cv2.rectangle(shoulder, (100, 120), (175, 165), 1, -1)
+    jaw_fist = np.zeros_like(head)
+    cv2.rectangle(jaw_fist, (125, 100), (165, 135), 1, -1)
+    jaw_fist &= 1 - face
+    labelled = (head | shoulder) & (1 - jaw_fist)
+    flap = _beyond_head_outline(labelled, jaw_fist, jaw_fist, centre, face, neck)
+    assert flap[(jaw_fist > 0) & (radius > 40 + 3)].all() and not flap[(jaw_fist > 0) & (radius <= 40)].any()
     # A fist over the face (inside its oval) is the chin's business: nothing of it is taken away.
     fist = np.zeros_like(head)
     cv2.rectangle(fist, (92, 115), (125, 150), 1, -1)
     inside = fist & face
-    assert not _beyond_head_outline(head & (1 - fist), inside, fist, centre, face).any()
+    assert not _beyond_head_outline(head & (1 - fist), inside, fist, centre, face, neck).any()
 
 
 def test_a_sliver_of_face_along_a_forearm_goes_with_the_forearm():

@@ -29,6 +29,7 @@ from marionet.engine.cpu.rig import (
 
 FILL_REACH = 12  # pixels around a hidden stretch of a part whose own colours fill it
 HEAD_BINS = 180  # directions around the head joint in which its outline is followed (_beyond_head_outline)
+NECK_ARC = 60.0  # degrees either side of the neck's direction where the head's label is no outline
 HEAD_SLACK = 2.0  # pixels past the outline taken from the directions either side that still count as head
 FACE_OVAL = (0.85, 0.45)  # the face's half-length along the neck's line and half-width, in head radii
 
@@ -151,7 +152,9 @@ def build_mesh(
                 face = _face_oval(joints, spec, own.shape)
             hidden = _hidden_inside(own, beneath == part, gap, face)
             if face is not None:
-                past = _beyond_head_outline(own, hidden, beneath == part, joints[spec.end], face)
+                past = _beyond_head_outline(
+                    own, hidden, beneath == part, joints[spec.end], face, joints[spec.start]
+                )
                 own, hidden = own & (1 - past), hidden & (1 - past)
         drawn_over = (over == part).astype(np.uint8)
         box = grown_box(own | hidden | drawn_over, reach + 2)  # the two dilations below reach this far
@@ -259,7 +262,12 @@ def _hidden_inside(
 
 
 def _beyond_head_outline(
-    own: np.ndarray, hidden: np.ndarray, beneath: np.ndarray, centre: np.ndarray, face: np.ndarray
+    own: np.ndarray,
+    hidden: np.ndarray,
+    beneath: np.ndarray,
+    centre: np.ndarray,
+    face: np.ndarray,
+    neck: np.ndarray,
 ) -> np.ndarray:
     """The head's pixels outside its face oval that lie past its outline (uint8 mask), in the directions from
     the head joint (one of HEAD_BINS) in which a hand hides part of it there: the outline in those directions
@@ -286,10 +294,14 @@ def _beyond_head_outline(
     ys, xs, angle, radius = polar(outside | beside)
     covered = np.zeros(HEAD_BINS, bool)
     covered[angle] = True
-    known = (reach > 0) & ~covered
+    # Towards the neck the head's label runs on into the neck and shoulders: no outline to go by there.
+    down = np.arctan2(neck[1] - centre[1], neck[0] - centre[0])
+    bins = np.arange(HEAD_BINS)
+    middle = (bins + 0.5) * 2 * np.pi / HEAD_BINS - np.pi
+    towards_neck = np.abs(np.angle(np.exp(1j * (middle - down)))) < np.radians(NECK_ARC)
+    known = (reach > 0) & ~covered & ~towards_neck
     if not known.any():
         return out
-    bins = np.arange(HEAD_BINS)
     limit = np.interp(bins, bins[known], reach[known], period=HEAD_BINS) + HEAD_SLACK
     past = radius > limit[angle]  # every one of them lies in a covered direction
     out[ys[past], xs[past]] = 1
