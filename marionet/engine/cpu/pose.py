@@ -212,11 +212,11 @@ def _found_in_windows(pose, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | 
             cut = cut or (by1 == y1 - y0 and y1 < height)
             points[:, 0] += x0
             points[:, 1] += y0
-            mask = np.zeros((height, width), np.float32)
-            mask[y0:y1, x0:x1] = window_mask
-            found.append((cut, -float(torso_length(points)), points, mask))
+            found.append((cut, -float(torso_length(points)), points, window_mask, (x0, y0, x1, y1)))
         if found:
-            _, _, points, mask = min(found, key=lambda hit: hit[:2])
+            _, _, points, window_mask, (x0, y0, x1, y1) = min(found, key=lambda hit: hit[:2])
+            mask = np.zeros((height, width), np.float32)  # the whole picture's size: once, for the one kept
+            mask[y0:y1, x0:x1] = window_mask
             return points, mask
     return None
 
