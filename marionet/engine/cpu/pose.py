@@ -167,7 +167,7 @@ def _read_person(
     height, width = rgb.shape[:2]
     bounds = _mask_bounds(first[1])
     fine = max(bounds[2] - bounds[0], bounds[3] - bounds[1]) >= IMAGE_FINE_SPAN * max(width, height)
-    readings, mask = [first[0]], first[1].copy() if fine else np.zeros_like(first[1])
+    readings, mask = [first[0]], np.zeros_like(first[1])
     for margin in IMAGE_BOX_MARGINS:
         x0, y0, x1, y1 = _grown(bounds, margin, width, height)
         if max(x0, y0, width - x1, height - y1) <= IMAGE_BOX_SAME * max(width, height):
@@ -180,8 +180,8 @@ def _read_person(
         points[:, 1] += y0
         readings.append(points)
         mask[y0:y1, x0:x1] = np.maximum(mask[y0:y1, x0:x1], crop_mask)
-    if len(readings) == 1:
-        mask = first[1].copy()
+    if fine or len(readings) == 1:  # a small person's own mask only when no crop saw them
+        mask = np.maximum(mask, first[1])
     points = min(readings, key=lambda candidate: skeleton_fit(candidate, mask))
     if not _is_person(points, mask):
         return None
