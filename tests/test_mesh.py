@@ -7,6 +7,7 @@ import functools
 import av
 import cv2
 import numpy as np
+import pytest
 from conftest import DATA
 
 from marionet.engine.cpu import pose
@@ -27,6 +28,7 @@ from marionet.engine.cpu.rig import (
     hand_masks,
     joints_from_landmarks,
     label_parts,
+    limb_lengths,
     refine_mask,
     skirt_over_thighs,
 )
@@ -476,3 +478,53 @@ def test_a_knee_read_beside_the_leg_moves_onto_it_and_the_bent_leg_stays_whole()
         for t in np.linspace(0.0, 1.0, 9):
             x, y = np.round(a + t * (b - a)).astype(int)
             assert np.abs(frame[y, x] - skin).sum() < 60, (t, frame[y, x])
+
+
+def figure_bones(
+    joints: np.ndarray, depth: np.ndarray, visibility=None, shape=(300, 330)
+) -> dict[str, float]:
+    """limb_lengths of a figure, by the name of each bone's child joint."""
+    seen = np.ones(len(joints)) if visibility is None else visibility
+    lengths = limb_lengths(joints, depth, seen, shape)
+    return {JOINT_NAMES[c]: float(lengths[b]) for b, (p, c) in enumerate(BONES)}
+
+
+def test_a_limb_drawn_pointing_at_the_camera_keeps_its_length_for_other_poses():
+    # The figure's upper arms are 61 px, forearms 50 px, thighs and shins 50 px, drawn in the picture's plane.
+    flat = np.zeros(len(JOINT_NAMES))
+    upright = figure_joints()
+    assert figure_bones(upright, flat) == pytest.approx(
+        {JOINT_NAMES[c]: float(np.linalg.norm(upright[c] - upright[p])) for p, c in BONES}
+    )
+    # Its left elbow held out towards the camera: drawn 20 px short of the shoulder, and BlazePose's depth
+    # puts it 60 px nearer. The upper arm is as long as the right one; the forearm, drawn whole, stays.
+    forward = figure_joints(l_elbow=(199, 110), l_wrist=(204, 160), l_hand=(206, 175))
+    depth = flat.copy()
+    depth[[J["l_elbow"], J["l_wrist"], J["l_hand"]]] = -60.0
+    bones = figure_bones(forward, depth)
+    assert bones["l_elbow"] == pytest.approx(np.hypot(20, 60), rel=0.01)  # the right one's, 63 px
+    assert bones["l_wrist"] == pytest.approx(np.hypot(5, 50))
+    # Without the depth to say so, the drawn length is the picture's: an arm drawn short may be short.
+    assert figure_bones(forward, flat)["l_elbow"] == pytest.approx(np.hypot(4, 20))
+    # Nor with the right arm unseen (the mirror is not measured); the forearm still says the upper arm is
+    # at least 0.85 of it.
+    hidden = np.ones(len(JOINT_NAMES))
+    hidden[J["r_elbow"]] = 0.2
+    assert figure_bones(forward, depth, hidden)["l_elbow"] == pytest.approx(0.85 * np.hypot(5, 50))
+    # Sitting, facing the camera: both thighs point at it, drawn 15 px long; the shins hang 50 px. Each
+    # thigh is at least 0.9 of its shin; the shins keep their length.
+    sitting = figure_joints(
+        l_knee=(172, 215), l_ankle=(174, 265), l_foot=(180, 275),
+        r_knee=(128, 215), r_ankle=(126, 265), r_foot=(120, 275),
+    )  # fmt: skip
+    depth = flat.copy()
+    depth[[J[n] for n in ("l_knee", "l_ankle", "l_foot", "r_knee", "r_ankle", "r_foot")]] = -70.0
+    bones = figure_bones(sitting, depth)
+    for side in ("l_", "r_"):
+        assert bones[side + "knee"] == pytest.approx(0.9 * np.hypot(2, 50))
+        assert bones[side + "ankle"] == pytest.approx(np.hypot(2, 50))
+    # A knee past the picture's bottom edge (a half-body portrait's guess) measures nothing.
+    cut = figure_bones(sitting, depth, shape=(300, 210))
+    assert cut["l_knee"] == pytest.approx(np.hypot(2, 15)) and cut["l_ankle"] == pytest.approx(
+        np.hypot(2, 50)
+    )

@@ -188,7 +188,7 @@ def build_character(
     visibility = joints4[:, 3]
     size = max(float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]])), 1.0)
     joints = centre_hinges(joints, alpha, size)
-    lengths = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
+    lengths = limb_lengths(joints, joints4[:, 2], visibility, (width, height))
     if opacity is not None:
         shown = cv2.resize(opacity, (width, height), interpolation=cv2.INTER_LINEAR)
         background = fill_background(rgb, alpha, np.maximum(soft, shown))
@@ -219,6 +219,53 @@ def build_character(
         cut_at_bottom=bool(alpha[-2:].max() > 0.5),
         mesh=mesh,
     )
+
+
+# A limb the picture shows pointing at the camera is short in it, and a character drawn with that length in
+# every pose has a stump where the driver stretches an arm out (the dancer's own frame, elbow forward, as the
+# character: her upper arm 0.54 of its length in her video). Each limb bone is as long as the longest of: itself
+# in the picture, the same bone on the other side, and the bone it joins in the limb times LIMB_RATIOS (the
+# least a person's upper arm is of their forearm and so on; the shared dancer's are 1.01-1.07 and 1.13, the
+# cartoon's 1.0-1.04 and 1.05-1.14) -- each only where both its joints are seen -- but never longer than
+# BlazePose's depth allows (its length with z, which reads a limb in the picture's plane as about as long as
+# it is drawn) nor shorter than drawn.
+LIMB_RATIOS = {
+    ("elbow", "wrist"): 0.85,
+    ("wrist", "elbow"): 0.8,
+    ("knee", "ankle"): 0.9,
+    ("ankle", "knee"): 0.75,
+}
+SEEN = 0.5  # BlazePose visibility from which a joint's place is trusted to measure a bone
+
+
+def limb_lengths(
+    joints: np.ndarray, depth: np.ndarray, visibility: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """(bones,) the character's bone lengths in canvas pixels: as drawn, limbs made as long as the picture and
+    its depth say they are (see LIMB_RATIOS). `depth` is BlazePose's z of each joint on the x scale, `shape`
+    the canvas (width, height)."""
+    drawn = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
+    with_depth = np.array(
+        [np.linalg.norm(np.append(joints[c] - joints[p], depth[c] - depth[p])) for p, c in BONES]
+    )
+    width, height = shape
+    inside = (joints[:, 0] >= 0) & (joints[:, 0] < width) & (joints[:, 1] >= 0) & (joints[:, 1] < height)
+    seen = inside & (visibility >= SEEN)
+    bone = {JOINT_NAMES[c]: b for b, (p, c) in enumerate(BONES)}
+    measured = {b: bool(seen[p] and seen[c]) for b, (p, c) in enumerate(BONES)}
+    out = drawn.copy()
+    for side, other in (("l_", "r_"), ("r_", "l_")):
+        for (end, partner), ratio in LIMB_RATIOS.items():
+            b, mirror, joined = bone[side + end], bone[other + end], bone[side + partner]
+            if not measured[b]:
+                continue
+            candidates = [drawn[b]]
+            if measured[mirror]:
+                candidates.append(drawn[mirror])
+            if measured[joined]:
+                candidates.append(ratio * drawn[joined])
+            out[b] = max(drawn[b], min(max(candidates), with_depth[b]))
+    return out
 
 
 def refine_mask(rgb: np.ndarray, soft: np.ndarray) -> np.ndarray:
