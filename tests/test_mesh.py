@@ -504,6 +504,10 @@ def test_a_limb_drawn_pointing_at_the_camera_keeps_its_length_for_other_poses():
     bones = figure_bones(forward, depth)
     assert bones["l_elbow"] == pytest.approx(np.hypot(20, 60), rel=0.01)  # the right one's, 63 px
     assert bones["l_wrist"] == pytest.approx(np.hypot(5, 50))
+    # Drawn 0.8 of the right one (within what BlazePose's reading of two sides drawn alike varies by), it
+    # stays as drawn, depth or not.
+    slightly = figure_joints(l_elbow=(205, 139), l_wrist=(210, 189), l_hand=(212, 204))
+    assert figure_bones(slightly, depth)["l_elbow"] == pytest.approx(np.hypot(10, 49))
     # Without the depth to say so, the drawn length is the picture's: an arm drawn short may be short.
     assert figure_bones(forward, flat)["l_elbow"] == pytest.approx(np.hypot(4, 20))
     # Nor with the right arm unseen (the mirror is not measured); the forearm still says the upper arm is

@@ -223,26 +223,30 @@ def build_character(
 
 # A limb the picture shows pointing at the camera is short in it, and a character drawn with that length in
 # every pose has a stump where the driver stretches an arm out (the dancer's own frame, elbow forward, as the
-# character: her upper arm 0.54 of its length in her video). Each limb bone is as long as the longest of: itself
-# in the picture, the same bone on the other side, and the bone it joins in the limb times LIMB_RATIOS (the
-# least a person's upper arm is of their forearm and so on; the shared dancer's are 1.01-1.07 and 1.13, the
-# cartoon's 1.0-1.04 and 1.05-1.14) -- each only where both its joints are seen -- but never longer than
-# BlazePose's depth allows (its length with z, which reads a limb in the picture's plane as about as long as
-# it is drawn) nor shorter than drawn.
+# character: her upper arm 0.54 of its length in her video). What it would be: the same bone on the other side,
+# or the bone it joins in the limb times LIMB_RATIOS (the least a person's upper arm is of their forearm and so
+# on; the shared dancer's are 1.01-1.07 and 1.13, the cartoon's 1.0-1.04 and 1.05-1.14), the longer, each only
+# where both its joints are seen; but never longer than BlazePose's depth allows (its length with z, which
+# reads a limb in the picture's plane as about as long as it is drawn).
 LIMB_RATIOS = {
     ("elbow", "wrist"): 0.85,
     ("wrist", "elbow"): 0.8,
     ("knee", "ankle"): 0.9,
     ("ankle", "knee"): 0.75,
 }
+# Only a bone drawn shorter than this share of that length is given it (it points more than 48 degrees out of
+# the picture): BlazePose's readings of a drawn character's two sides disagree by up to a quarter where they are
+# drawn alike (the elf's forearms read 0.40 and 0.52 of her torso), and a limb lengthened on that noise renders
+# no better and reads worse (the half pair re-encoded: 11.8-17.0 deg against 11.3-13.8).
+FORESHORTENED = 2 / 3
 SEEN = 0.5  # BlazePose visibility from which a joint's place is trusted to measure a bone
 
 
 def limb_lengths(
     joints: np.ndarray, depth: np.ndarray, visibility: np.ndarray, shape: tuple[int, int]
 ) -> np.ndarray:
-    """(bones,) the character's bone lengths in canvas pixels: as drawn, limbs made as long as the picture and
-    its depth say they are (see LIMB_RATIOS). `depth` is BlazePose's z of each joint on the x scale, `shape`
+    """(bones,) the character's bone lengths in canvas pixels: as drawn, a limb bone drawn far shorter than the
+    picture and its depth say it is made that long (see LIMB_RATIOS). `depth` is BlazePose's z of each joint on the x scale, `shape`
     the canvas (width, height)."""
     drawn = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     with_depth = np.array(
@@ -259,12 +263,13 @@ def limb_lengths(
             b, mirror, joined = bone[side + end], bone[other + end], bone[side + partner]
             if not measured[b]:
                 continue
-            candidates = [drawn[b]]
-            if measured[mirror]:
-                candidates.append(drawn[mirror])
+            candidates = [drawn[mirror]] if measured[mirror] else []
             if measured[joined]:
                 candidates.append(ratio * drawn[joined])
-            out[b] = max(drawn[b], min(max(candidates), with_depth[b]))
+            if candidates:
+                length = min(max(candidates), with_depth[b])
+                if drawn[b] < FORESHORTENED * length:
+                    out[b] = length
     return out
 
 
