@@ -55,6 +55,7 @@ REGION_EVERY_S = 2.0
 REGION_SIDE = 1280
 REGION_MARGIN = 0.25
 REGION_MAX_SHARE = 0.6
+PERSON_MARGIN = 0.15  # a person's box in a driving frame: their landmarks' grown by this of its larger side
 # Bones whose distance to the silhouette scores a reading of the image (skeleton_fit); legs only where seen.
 FIT_BONES = (
     (L_SHOULDER, R_SHOULDER), (L_SHOULDER, L_HIP), (R_SHOULDER, R_HIP), (L_HIP, R_HIP), (NOSE, L_SHOULDER),
@@ -279,7 +280,7 @@ def _mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _grown(
-    box: tuple[int, int, int, int], margin: float, width: int, height: int
+    box: tuple[float, float, float, float], margin: float, width: int, height: int
 ) -> tuple[int, int, int, int]:
     """`box` grown by `margin` of its larger side, within a `width` x `height` image."""
     x0, y0, x1, y1 = box
@@ -564,13 +565,7 @@ def _person_box(points: np.ndarray, info: VideoInfo) -> tuple[int, int, int, int
     """(x0, y0, x1, y1) source pixels around a person's landmarks (the well-seen ones), with a margin."""
     seen = points[points[:, 3] >= 0.5, :2] if (points[:, 3] >= 0.5).sum() >= 4 else points[:, :2]
     (x0, y0), (x1, y1) = seen.min(axis=0), seen.max(axis=0)
-    margin = 0.15 * max(x1 - x0, y1 - y0)
-    return (
-        int(max(0, x0 - margin)),
-        int(max(0, y0 - margin)),
-        int(min(info.width, x1 + margin)),
-        int(min(info.height, y1 + margin)),
-    )
+    return _grown((float(x0), float(y0), float(x1), float(y1)), PERSON_MARGIN, info.width, info.height)
 
 
 def _frames_in(
