@@ -245,9 +245,9 @@ SEEN = 0.5  # BlazePose visibility from which a joint's place is trusted to meas
 def limb_lengths(
     joints: np.ndarray, depth: np.ndarray, visibility: np.ndarray, shape: tuple[int, int]
 ) -> np.ndarray:
-    """(bones,) the character's bone lengths in canvas pixels: as drawn, a limb bone drawn far shorter than the
-    picture and its depth say it is made that long (see LIMB_RATIOS). `depth` is BlazePose's z of each joint on the x scale, `shape`
-    the canvas (width, height)."""
+    """(bones,) the character's bone lengths in canvas pixels: as drawn, but a limb bone drawn far shorter than
+    the picture and its depth say it is is made that long (see LIMB_RATIOS). `depth` is BlazePose's z of each
+    joint on the x scale, `shape` the canvas (width, height)."""
     drawn = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     with_depth = np.array(
         [np.linalg.norm(np.append(joints[c] - joints[p], depth[c] - depth[p])) for p, c in BONES]
