@@ -146,7 +146,7 @@ def check_image_bytes(data: bytes) -> ImageInfo:
         )
     header = read_image_header(data)
     check_image_limits(header)
-    image = decode_image(data)
+    image = _decoded_colour(data)  # its shape is all the check needs: no transparency laid on white
     if image is None:
         raise _image_error(f"The {header.format.upper()} image could not be decoded (corrupt or truncated).")
     height, width = image.shape[:2]
@@ -155,6 +155,15 @@ def check_image_bytes(data: bytes) -> ImageInfo:
             f"The image decodes to {width}x{height} but declares {header.width}x{header.height}."
         )
     return ImageInfo(width=width, height=height, format=header.format)
+
+
+def _decoded_colour(data: bytes) -> np.ndarray | None:
+    """The image decoded to 8-bit BGR (EXIF orientation applied), or None if it does not decode."""
+    import cv2
+    import numpy as np
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return bgr if bgr is not None and bgr.ndim == 3 else None
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
@@ -172,13 +181,12 @@ def decode_with_alpha(data: bytes) -> tuple[np.ndarray, np.ndarray | None] | Non
     import cv2
     import numpy as np
 
-    buffer = np.frombuffer(data, np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.ndim != 3:
+    bgr = _decoded_colour(data)
+    if bgr is None:
         return None
     alpha = None
     if data.startswith(_PNG_SIGNATURE):
-        raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         # An orientation tag that turned the picture leaves the alpha plane unturned: only the same shape is used.
         if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == bgr.shape[:2]:
             opacity = raw[..., 3].astype(np.float32) / np.iinfo(raw.dtype).max
