@@ -189,11 +189,10 @@ def build_character(
     size = max(float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]])), 1.0)
     joints = centre_hinges(joints, alpha, size)
     lengths = limb_lengths(joints, joints4[:, 2], visibility, (width, height))
+    shown = soft  # what is lifted off the background: the segmentation's, and all a cut-out shows
     if opacity is not None:
-        shown = cv2.resize(opacity, (width, height), interpolation=cv2.INTER_LINEAR)
-        background = fill_background(rgb, alpha, np.maximum(soft, shown))
-    else:
-        background = fill_background(rgb, alpha, soft)
+        shown = np.maximum(soft, cv2.resize(opacity, (width, height), interpolation=cv2.INTER_LINEAR))
+    background = fill_background(rgb, alpha, shown)
     hands = hand_masks({side: hand * (sx, sy) for side, hand in image_pose.hands.items()}, alpha, rgb)
     specs, labels, beneath = label_parts(
         alpha, joints, visibility, size, depth=joints4[:, 2], rgb=rgb, hands=hands
@@ -246,7 +245,7 @@ def limb_lengths(
     joints: np.ndarray, depth: np.ndarray, visibility: np.ndarray, shape: tuple[int, int]
 ) -> np.ndarray:
     """(bones,) the character's bone lengths in canvas pixels: as drawn, but a limb bone drawn far shorter than
-    the picture and its depth say it is is made that long (see LIMB_RATIOS). `depth` is BlazePose's z of each
+    the picture and its depth say it is, is made that long (see LIMB_RATIOS). `depth` is BlazePose's z of each
     joint on the x scale, `shape` the canvas (width, height)."""
     drawn = np.array([np.linalg.norm(joints[c] - joints[p]) for p, c in BONES])
     with_depth = np.array(
