@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from marionet.engine.cpu.rig import (
+    BONES,
     PartSpec,
     arm_core,
     cap_radius,
@@ -50,6 +51,7 @@ PARENT = {
 # (linear blend skinning's collapse), and the cap over the joint hides the seam a rigid join leaves. Measured
 # on the four pairings of the shared images and clips: lower limb error on three and lower jitter on all four.
 RIGID_JOINS = frozenset({"l_upper_arm", "r_upper_arm"})
+UNDER = "under"  # depth group of the body's pixels under a rigid join's cap: drawn before any arm (_kept_under_caps)
 SUBPIXEL = 4  # fillConvexPoly fixed-point bits: vertices keep 1/16 px precision
 BLEND = 0.1  # skinning blend band each side of a joint, in body sizes
 LINK = 0.6  # weights diffuse between parts only this many limb thicknesses from their joint
@@ -109,7 +111,9 @@ def build_mesh(
     if over is None:
         over = np.full(labels.shape, -1, np.int32)
     covered = over >= 0
+    uncapped = labels
     labels = _with_caps(labels, person, joints, specs, set(np.unique(labels[covered]).tolist()))
+    kept = _kept_under_caps(uncapped, labels, joints, specs)
     margin = int(np.ceil(1.5 * cell))
     ys, xs = np.nonzero(person)
     x0, y0 = xs.min() - margin, ys.min() - margin
@@ -141,12 +145,15 @@ def build_mesh(
     # The widest forearm band (a fist) a hidden stretch of head or torso lies under.
     gap = 3 * arm_core(joints, size)
     cx, cy = pixel_of(centroids, alpha.shape)
-    for part, spec in enumerate(specs):
-        own = (labels == part).astype(np.uint8)
+    sources = [(part, labels == part, group_of(spec)) for part, spec in enumerate(specs)]
+    sources += [(int(part), kept == part, UNDER) for part in np.unique(kept[kept >= 0])]
+    for part, mask, group in sources:
+        spec = specs[part]
+        own = mask.astype(np.uint8)
         if own.sum() < 16:
             continue
         hidden = np.zeros_like(own)
-        if beneath is not None:
+        if beneath is not None and group != UNDER:
             face = None
             if spec.kind == "head":
                 face = _face_oval(joints, spec, own.shape)
@@ -156,7 +163,7 @@ def build_mesh(
                     own, hidden, beneath == part, joints[spec.end], face, joints[spec.start]
                 )
                 own, hidden = own & (1 - past), hidden & (1 - past)
-        drawn_over = (over == part).astype(np.uint8)
+        drawn_over = ((over == part) & (group != UNDER)).astype(np.uint8)
         box = grown_box(own | hidden | drawn_over, reach + 2)  # the two dilations below reach this far
         by0, bx0 = box[0].start, box[1].start
         # Parts overlap by two pixels so resampled seams never let the background show through.
@@ -191,9 +198,9 @@ def build_mesh(
         crop = (source * soft[..., None]).astype(np.uint8)
         layers.append(
             MeshLayer(
-                group=group_of(spec),
+                group=group,
                 part=part,
-                distal=_is_distal(spec),
+                distal=_is_distal(spec) and group != UNDER,
                 rest=nodes[used].astype(np.float64),
                 weights=_confine(weights, node_labels, nodes, used, part, drawn_over),
                 triangles=local.reshape(-1, 3).astype(np.int32),
@@ -220,6 +227,32 @@ def _with_caps(
             centre = tuple(int(round(v)) for v in joints[spec.start])
             cv2.circle(disc, centre, cap_radius(labels, part, spec, joints), 1, -1)
             out[(disc > 0) & (person > 0) & (labels == parent)] = part
+    return out
+
+
+def _kept_under_caps(
+    uncapped: np.ndarray, capped: np.ndarray, joints: np.ndarray, specs: list[PartSpec]
+) -> np.ndarray:
+    """Per pixel, the part that also keeps it under a rigidly joined limb's cap (-1 elsewhere): of the pixels
+    the cap took from its parent, those on the parent's side of the joint (towards the neck from a shoulder).
+    A cap turns with its limb about the joint, and the person's edge inside it turns too: raised, an upper
+    arm's cap opened a crescent of background between itself and the chest (the dancer's T-shirt, the cartoon's
+    dress), at the top of the shoulder and under a raised arm. The parent's own pixels there close it, as a
+    layer of their own (group UNDER) drawn beneath every arm: they show only where the cap has turned away."""
+    out = np.full(capped.shape, -1, np.int32)
+    index = {s.name: i for i, s in enumerate(specs)}
+    inner = {child: parent for parent, child in BONES}
+    for part, spec in enumerate(specs):
+        parent = index.get(PARENT.get(spec.name, ""))
+        if spec.name not in RIGID_JOINS or parent is None or spec.start not in inner:
+            continue
+        taken = (capped == part) & (uncapped == parent)
+        if not taken.any():
+            continue
+        ys, xs = np.nonzero(taken)
+        towards = joints[inner[spec.start]] - joints[spec.start]
+        side = (xs - joints[spec.start][0]) * towards[0] + (ys - joints[spec.start][1]) * towards[1] >= 0
+        out[ys[side], xs[side]] = parent
     return out
 
 

@@ -118,9 +118,12 @@ def draw_order(rig: CharacterRig, motion: Motion, frame: int) -> list[int]:
 
 
 def _group_depth(group: str, motion: Motion, frame: int) -> tuple[int, int]:
-    """Back-to-front key of a mesh layer: legs (far one first), arms behind, body, arms in front."""
+    """Back-to-front key of a mesh layer: legs (far one first), the body under the shoulders' caps, arms behind,
+    body, arms in front."""
     if group == "body":
         return (2, 0)
+    if group == mesh_stage.UNDER:
+        return (1, -1)
     side = 0 if group.startswith("l_") else 1
     if group.endswith("leg"):
         return (0, int(bool(motion.left_leg_in_front[frame]) == (side == 0)))
