@@ -25,6 +25,7 @@ from marionet.engine.cpu.rig import (
     _edges_to_forearms,
     build_character,
     centre_hinges,
+    collar_to_torso,
     hand_masks,
     joints_from_landmarks,
     label_parts,
@@ -572,3 +573,37 @@ def test_a_raised_upper_arm_opens_no_crescent_of_background_at_its_shoulder():
             frame = render_frame(rig, still(rig, raised), 0, RenderSettings()).astype(int)
             holes = (np.abs(frame - sky).sum(axis=2) < 40) & chest
             assert holes.sum() == 0, (side, turn, int(holes.sum()))
+
+
+def test_the_top_of_a_t_shirt_by_the_neck_is_the_body_s_and_hair_on_the_shoulder_the_head_s():
+    # The head's label reaches generously round its joint, and took a strip of a T-shirt along the top of the
+    # shoulders: carried rigidly with the head, it stood up beside the neck as a wing whenever the head and
+    # the shoulders moved apart (the photographed dancer, frames 144 and 231). A lock of dark hair lying over
+    # the same shoulder, and the neck's skin, stay the head's.
+    skin, hair, shirt, sky = (225, 170, 140), (40, 30, 25), (235, 235, 240), (60, 160, 150)
+    joints = figure_joints(head=(150, 30), l_shoulder=(185, 90), r_shoulder=(115, 90))
+    rgb = np.full((330, 300, 3), sky, np.uint8)
+    draw_limbs(rgb, joints, FIGURE_LEGS, skin, 16)
+    draw_limbs(rgb, joints, FIGURE_ARMS, skin, 16)
+    cv2.rectangle(rgb, (141, 40), (159, 70), skin, -1)  # the neck
+    cv2.circle(rgb, (150, 32), 22, skin, -1)
+    cv2.ellipse(rgb, (150, 26), (24, 18), 0, 180, 360, hair, -1)  # hair on top
+    body = np.array([[110, 64], [190, 64], [198, 90], [188, 205], [112, 205], [102, 90]], np.int32)
+    cv2.fillPoly(rgb, [body], shirt)
+    cv2.ellipse(rgb, (150, 64), (10, 9), 0, 0, 180, skin, -1)  # the neckline
+    cv2.rectangle(rgb, (122, 48), (128, 80), hair, -1)  # a lock of hair over the right shoulder
+    alpha = np.any(rgb != sky, axis=2).astype(np.float32)
+    size = float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]]))
+    specs, labels, _ = label_parts(alpha, joints, np.ones(len(joints)), size, rgb=rgb)
+    head = [s.name for s in specs].index("head")
+    shirt_pixels, lock = np.all(rgb == shirt, axis=2), np.all(rgb == hair, axis=2)
+    lock[:48] = False
+    neck = np.zeros_like(lock)
+    neck[56:64, 144:157] = True
+    assert (shirt_pixels & (labels == head)).sum() > 200  # the strip the head's reach takes
+    before = labels.copy()
+    collar_to_torso(rgb, labels, specs, joints)
+    assert (shirt_pixels & (labels == head)).sum() <= 5  # a corner pixel or two
+    assert np.array_equal(labels[lock], before[lock]) and (labels[lock] == head).sum() > 100
+    assert np.all(labels[neck] == head)
+    assert np.array_equal(labels[~shirt_pixels], before[~shirt_pixels])

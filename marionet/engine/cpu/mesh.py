@@ -16,6 +16,7 @@ import numpy as np
 
 from marionet.engine.cpu.rig import (
     BONES,
+    FACE_OVAL,
     PartSpec,
     arm_core,
     cap_radius,
@@ -32,7 +33,6 @@ FILL_REACH = 12  # pixels around a hidden stretch of a part whose own colours fi
 HEAD_BINS = 180  # directions around the head joint in which its outline is followed (_beyond_head_outline)
 NECK_ARC = 60.0  # degrees either side of the neck's direction where the head's label is no outline
 HEAD_SLACK = 2.0  # pixels past the outline taken from the directions either side that still count as head
-FACE_OVAL = (0.85, 0.45)  # the face's half-length along the neck's line and half-width, in head radii
 
 # Each part's parent in the skeleton; a part blends with its parent around the part's proximal joint.
 PARENT = {

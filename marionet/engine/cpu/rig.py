@@ -197,6 +197,7 @@ def build_character(
     specs, labels, beneath = label_parts(
         alpha, joints, visibility, size, depth=joints4[:, 2], rgb=rgb, hands=hands
     )
+    collar_to_torso(rgb, labels, specs, joints)
     over = skirt_over_thighs(rgb, alpha, labels, specs, joints)
     facing = 1 if joints[J["l_shoulder"], 0] >= joints[J["r_shoulder"], 0] else -1
     mesh, parts = None, []
@@ -576,6 +577,68 @@ def skirt_over_thighs(
         labels[covered] = thigh
         over[covered] = torso
     return over
+
+
+FACE_OVAL = (0.85, 0.45)  # the face's half-length along the neck's line and half-width, in head radii
+COLLAR_JAW = (
+    0.5  # head radii below the head joint, along the neck's line, from which clothing can be the body's
+)
+COLLAR_MARGIN = 6.0  # Lab units: how much nearer the body's colours than the head's a pixel must be
+COLLAR_SAMPLES = 1500
+
+
+def collar_to_torso(rgb: np.ndarray, labels: np.ndarray, specs: list[PartSpec], joints: np.ndarray) -> None:
+    """The head's pixels below its jaw and beside the face that are clothing go to the torso (`labels` changed
+    in place): the head's generous reach took a strip of T-shirt along the top of the shoulders, which, carried
+    rigidly with the head, stood up beside the neck as a wing. Clothing is a colour nearer the body's around
+    the neck than the head's above the jaw (face and hair) by COLLAR_MARGIN; the neck's skin and hair on the
+    shoulders, as near the head's, stay the head's."""
+    index = {spec.name: i for i, spec in enumerate(specs)}
+    if "head" not in index or "torso" not in index:
+        return
+    head, torso = index["head"], index["torso"]
+    centre, neck = joints[J["head"]], joints[J["neck"]]
+    radius = head_radius(joints)
+    down = unit_vector(neck - centre)
+    ys, xs = np.nonzero(labels == head)
+    offset = np.stack([xs, ys], axis=1) - centre
+    along, across = offset @ down, offset @ np.array([-down[1], down[0]])
+    in_face = (along / (FACE_OVAL[0] * radius)) ** 2 + (across / (FACE_OVAL[1] * radius)) ** 2 <= 1.0
+    low = (along > COLLAR_JAW * radius) & ~in_face
+    if not low.any():
+        return
+    above = ~low & (along <= COLLAR_JAW * radius)
+    ty, tx = np.nonzero(labels == torso)
+    near_neck = np.hypot(tx - neck[0], ty - neck[1]) < 2 * radius
+    if above.sum() < 64 or near_neck.sum() < 64:
+        return
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).astype(np.float32)
+    rng = np.random.default_rng(0)
+
+    def samples(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        pick = rng.choice(len(yy), min(len(yy), COLLAR_SAMPLES), replace=False)
+        return lab[yy[pick], xx[pick]]
+
+    colours = lab[ys[low], xs[low]]
+
+    def nearest(reference: np.ndarray) -> np.ndarray:
+        """Each of `colours`' distance to its nearest colour in `reference` (Lab units)."""
+        out = np.empty(len(colours), np.float32)
+        for start in range(0, len(colours), 2048):
+            chunk = colours[start : start + 2048]
+            out[start : start + 2048] = np.sqrt(((chunk[:, None] - reference[None]) ** 2).sum(-1).min(axis=1))
+        return out
+
+    body = nearest(samples(ty[near_neck], tx[near_neck]))
+    clothing = body + COLLAR_MARGIN < nearest(samples(ys[above], xs[above]))
+    moved = np.zeros(labels.shape, np.uint8)
+    moved[ys[low][clothing], xs[low][clothing]] = 1
+    # Blended edge pixels inside the clothing go with it; specks of it in the hair stay.
+    candidates = np.zeros(labels.shape, np.uint8)
+    candidates[ys[low], xs[low]] = 1
+    square = np.ones((3, 3), np.uint8)
+    moved = cv2.morphologyEx(cv2.morphologyEx(moved, cv2.MORPH_CLOSE, square), cv2.MORPH_OPEN, square)
+    labels[(moved > 0) & (candidates > 0)] = torso
 
 
 def _tapered_band(a: np.ndarray, b: np.ndarray, half_a: float, half_b: float, shape) -> np.ndarray:
