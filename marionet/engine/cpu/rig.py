@@ -583,8 +583,10 @@ FACE_OVAL = (0.85, 0.45)  # the face's half-length along the neck's line and hal
 COLLAR_JAW = (
     0.5  # head radii below the head joint, along the neck's line, from which clothing can be the body's
 )
-COLLAR_MARGIN = 6.0  # Lab units: how much nearer the body's colours than the head's a pixel must be
-COLLAR_SAMPLES = 1500
+COLLAR_MARGIN = 6.0  # 8-bit Lab units: how much nearer the body's colours than the head's a pixel must be
+COLOUR_BIN = (
+    4  # 8-bit Lab units per bin in which colours are compared (a bin's colours are at most 3.5 apart)
+)
 
 
 def collar_to_torso(rgb: np.ndarray, labels: np.ndarray, specs: list[PartSpec], joints: np.ndarray) -> None:
@@ -612,25 +614,10 @@ def collar_to_torso(rgb: np.ndarray, labels: np.ndarray, specs: list[PartSpec], 
     near_neck = np.hypot(tx - neck[0], ty - neck[1]) < 2 * radius
     if above.sum() < 64 or near_neck.sum() < 64:
         return
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).astype(np.float32)
-    rng = np.random.default_rng(0)
-
-    def samples(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-        pick = rng.choice(len(yy), min(len(yy), COLLAR_SAMPLES), replace=False)
-        return lab[yy[pick], xx[pick]]
-
-    colours = lab[ys[low], xs[low]]
-
-    def nearest(reference: np.ndarray) -> np.ndarray:
-        """Each of `colours`' distance to its nearest colour in `reference` (Lab units)."""
-        out = np.empty(len(colours), np.float32)
-        for start in range(0, len(colours), 2048):
-            chunk = colours[start : start + 2048]
-            out[start : start + 2048] = np.sqrt(((chunk[:, None] - reference[None]) ** 2).sum(-1).min(axis=1))
-        return out
-
-    body = nearest(samples(ty[near_neck], tx[near_neck]))
-    clothing = body + COLLAR_MARGIN < nearest(samples(ys[above], xs[above]))
+    # Every pixel of each side counts, each distinct colour (in bins) once.
+    code = _colour_codes(rgb)
+    body = _nearest_colour(code[ys[low], xs[low]], code[ty[near_neck], tx[near_neck]])
+    clothing = body + COLLAR_MARGIN < _nearest_colour(code[ys[low], xs[low]], code[ys[above], xs[above]])
     moved = np.zeros(labels.shape, np.uint8)
     moved[ys[low][clothing], xs[low][clothing]] = 1
     # Blended edge pixels inside the clothing go with it; specks of it in the hair stay.
@@ -639,6 +626,28 @@ def collar_to_torso(rgb: np.ndarray, labels: np.ndarray, specs: list[PartSpec], 
     square = np.ones((3, 3), np.uint8)
     moved = cv2.morphologyEx(cv2.morphologyEx(moved, cv2.MORPH_CLOSE, square), cv2.MORPH_OPEN, square)
     labels[(moved > 0) & (candidates > 0)] = torso
+
+
+def _colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """Each pixel's colour as one integer: 8-bit Lab, each channel in bins of COLOUR_BIN."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab) // COLOUR_BIN
+    return (lab[..., 0].astype(np.int32) << 16) | (lab[..., 1].astype(np.int32) << 8) | lab[..., 2]
+
+
+def _nearest_colour(codes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each of `codes`' distance (8-bit Lab units) to the nearest colour among `reference`'s codes."""
+
+    def lab(values: np.ndarray) -> np.ndarray:
+        channels = np.stack([values >> 16, (values >> 8) & 255, values & 255], axis=1)
+        return COLOUR_BIN * channels.astype(np.float32)
+
+    distinct, back = np.unique(codes, return_inverse=True)
+    targets, points = lab(np.unique(reference)), lab(distinct)
+    out = np.empty(len(distinct), np.float32)
+    for start in range(0, len(distinct), 512):
+        chunk = points[start : start + 512]
+        out[start : start + 512] = np.sqrt(((chunk[:, None] - targets[None]) ** 2).sum(-1).min(axis=1))
+    return out[back.ravel()]
 
 
 def _tapered_band(a: np.ndarray, b: np.ndarray, half_a: float, half_b: float, shape) -> np.ndarray:
