@@ -580,13 +580,12 @@ def skirt_over_thighs(
 
 
 FACE_OVAL = (0.85, 0.45)  # the face's half-length along the neck's line and half-width, in head radii
-COLLAR_JAW = (
-    0.5  # head radii below the head joint, along the neck's line, from which clothing can be the body's
-)
-COLLAR_MARGIN = 6.0  # 8-bit Lab units: how much nearer the body's colours than the head's a pixel must be
-COLOUR_BIN = (
-    4  # 8-bit Lab units per bin in which colours are compared (a bin's colours are at most 3.5 apart)
-)
+# Clothing by the neck (collar_to_torso): from COLLAR_JAW head radii below the head joint (along the neck's line),
+# a colour COLLAR_MARGIN nearer the body's than the head's (8-bit Lab units, compared in bins of COLOUR_BIN: a
+# bin's colours are at most 3.5 apart).
+COLLAR_JAW = 0.5
+COLLAR_MARGIN = 6.0
+COLOUR_BIN = 4
 
 
 def collar_to_torso(rgb: np.ndarray, labels: np.ndarray, specs: list[PartSpec], joints: np.ndarray) -> None:
