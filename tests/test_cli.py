@@ -74,3 +74,12 @@ def test_animate_reports_input_errors_with_a_code(tmp_path, data_dir):
     assert run.returncode == 1
     assert "error: image_invalid" in run.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_animate_names_a_missing_file_as_missing_not_as_a_bad_url(tmp_path, data_dir):
+    missing = tmp_path / "no-such-photo.png"
+    run = cli("animate", str(missing), str(data_dir / "halfbody_talk_3s.mp4"), "-o", str(tmp_path / "o.mp4"))
+    assert run.returncode == 1
+    assert "error: file_not_found: image file not found: " + str(missing) in run.stderr
+    assert "scheme" not in run.stderr
+    assert not (tmp_path / "o.mp4").exists()

@@ -236,7 +236,14 @@ def ingest_input(
     elif payload is not None:
         sha256 = cache.add_bytes(_decode_inline(payload))
         origin = cache.blob(sha256)
-    elif allow_local and "://" not in source and Path(source).is_file():
+    elif allow_local and "://" not in source:
+        # The command line takes files: a name that is none is a missing file, not a URL without a scheme.
+        if not Path(source).is_file():
+            raise InputError(
+                f"{kind} file not found: {source} (working directory {Path.cwd()}); give a file or an http(s) URL.",
+                code="file_not_found",
+                param=_param(kind),
+            )
         sha256 = cache.copy_in(Path(source))
         origin = cache.blob(sha256)
     else:
