@@ -16,10 +16,10 @@ import numpy as np
 
 from marionet.engine.cpu.rig import (
     BONES,
-    FACE_OVAL,
     PartSpec,
     arm_core,
     cap_radius,
+    face_oval,
     grown_box,
     head_radius,
     part_costs,
@@ -156,7 +156,7 @@ def build_mesh(
         if beneath is not None and group != UNDER:
             face = None
             if spec.kind == "head":
-                face = _face_oval(joints, spec, own.shape)
+                face = face_oval(joints, own.shape).astype(np.uint8)
             hidden = _hidden_inside(own, beneath == part, gap, face)
             if face is not None:
                 past = _beyond_head_outline(
@@ -256,18 +256,6 @@ def _kept_under_caps(
     return out
 
 
-def _face_oval(joints: np.ndarray, spec: PartSpec, shape: tuple[int, ...]) -> np.ndarray:
-    """An oval around the face (uint8 mask): centred on the head joint (between the ears), long along the neck's
-    line, short across it; it reaches the jaw but not the neck and shoulders below."""
-    up = joints[spec.end] - joints[spec.start]
-    angle = float(np.degrees(np.arctan2(up[1], up[0])))
-    radius = head_radius(joints)
-    axes = (int(round(FACE_OVAL[0] * radius)), int(round(FACE_OVAL[1] * radius)))
-    face = np.zeros(shape[:2], np.uint8)
-    cv2.ellipse(face, tuple(int(round(v)) for v in joints[spec.end]), axes, angle, 0, 360, 1, -1)
-    return face
-
-
 def _hidden_inside(
     own: np.ndarray, hidden: np.ndarray, gap: float, face: np.ndarray | None = None
 ) -> np.ndarray:
@@ -276,7 +264,7 @@ def _hidden_inside(
     the face or body where it never was; the hull alone is not enough where the part is concave (a head and
     its neck: the hull spans the background between jaw and shoulder, and the fill showed there as a wing).
 
-    With `face` (the head's _face_oval), the hull of the part's pixels inside it counts as outline too: a fist
+    With `face` (rig.face_oval), the hull of the part's pixels inside it counts as outline too: a fist
     wider than `gap` over the jaw hides the jaw line itself, and the face's hull restores it.
     """
     if not hidden.any():

@@ -495,7 +495,7 @@ def find_person_region(video_path: Path, info: VideoInfo) -> tuple[int, int, int
         return None
     x0, y0 = np.min(boxes, axis=0)[:2]
     x1, y1 = np.max(boxes, axis=0)[2:]
-    region = _grown((int(x0), int(y0), math.ceil(x1), math.ceil(y1)), REGION_MARGIN, info.width, info.height)
+    region = _grown((x0, y0, x1, y1), REGION_MARGIN, info.width, info.height)
     if (region[2] - region[0]) * (region[3] - region[1]) > REGION_MAX_SHARE * info.width * info.height:
         return None
     return region

@@ -588,6 +588,29 @@ COLLAR_MARGIN = 6.0
 COLOUR_BIN = 4
 
 
+def face_oval(joints: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Bool mask of an oval around the face: centred on the head joint (between the ears), FACE_OVAL[0] head
+    radii along the neck's line and FACE_OVAL[1] across it; it reaches the jaw but not the neck and shoulders."""
+    centre, radius = joints[J["head"]], head_radius(joints)
+    down = unit_vector(joints[J["neck"]] - centre)
+    reach = FACE_OVAL[0] * radius + 1
+    x0, y0 = (max(0, int(np.floor(v - reach))) for v in centre)
+    x1, y1 = (
+        min(shape[1], int(np.ceil(centre[0] + reach)) + 1),
+        min(shape[0], int(np.ceil(centre[1] + reach)) + 1),
+    )
+    out = np.zeros(shape[:2], bool)
+    if x0 >= x1 or y0 >= y1:
+        return out
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    dx, dy = xs - centre[0], ys - centre[1]
+    along, across = dx * down[0] + dy * down[1], dy * down[0] - dx * down[1]
+    out[y0:y1, x0:x1] = (along / (FACE_OVAL[0] * radius)) ** 2 + (
+        across / (FACE_OVAL[1] * radius)
+    ) ** 2 <= 1.0
+    return out
+
+
 def collar_to_torso(rgb: np.ndarray, labels: np.ndarray, specs: list[PartSpec], joints: np.ndarray) -> None:
     """The head's pixels below its jaw and beside the face that are clothing go to the torso (`labels` changed
     in place): the head's generous reach took a strip of T-shirt along the top of the shoulders, which, carried
@@ -603,9 +626,8 @@ def collar_to_torso(rgb: np.ndarray, labels: np.ndarray, specs: list[PartSpec], 
     down = unit_vector(neck - centre)
     ys, xs = np.nonzero(labels == head)
     offset = np.stack([xs, ys], axis=1) - centre
-    along, across = offset @ down, offset @ np.array([-down[1], down[0]])
-    in_face = (along / (FACE_OVAL[0] * radius)) ** 2 + (across / (FACE_OVAL[1] * radius)) ** 2 <= 1.0
-    low = (along > COLLAR_JAW * radius) & ~in_face
+    along = offset @ down
+    low = (along > COLLAR_JAW * radius) & ~face_oval(joints, labels.shape)[ys, xs]
     if not low.any():
         return
     above = ~low & (along <= COLLAR_JAW * radius)
