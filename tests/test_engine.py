@@ -380,6 +380,71 @@ def test_a_character_photographed_with_her_elbow_towards_the_camera_keeps_her_ar
             assert 0.75 < ratio < 1.2, (bone, ratio)
 
 
+@pytest.mark.slow
+def test_a_landscape_clip_drives_a_portrait_character_as_large_as_a_portrait_clip_does():
+    # The dance re-framed as a landscape clip: her frame scaled to 720 px high, a third of the way across a
+    # 1280 x 720 frame. Fitting that whole frame inside the cartoon's portrait canvas drew her at a third of the
+    # height the portrait clip gives, floating in the canvas's middle; now the frame's empty sides overflow
+    # (0.81 of it: her fingertips reach the portrait frame's edges, and are kept on the canvas here).
+    video = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(video)
+    request = AnimationRequest(
+        image_path=DATA / "dance_ref_cartoon.png", video_path=video, output_path=WORK / "x"
+    )
+    portrait, _ = CpuEngine(cache_dir=CACHE)._pose_track(request, info, lambda f, m: None, lambda: None)
+    scale = 720 / portrait.height
+    keypoints = portrait.keypoints.copy()
+    keypoints[..., :3] *= scale
+    keypoints[..., 0] += (1280 - portrait.width * scale) // 3
+    landscape = dataclasses.replace(portrait, keypoints=keypoints, width=1280, height=720)
+    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rig = cpu_engine._character(
+        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
+    )
+    seen = portrait.detected
+
+    def drawn(track: pose.PoseTrack) -> np.ndarray:
+        return retarget(track, rig, "video").joints[seen]
+
+    def tall(joints: np.ndarray) -> float:
+        return float(np.median(joints[..., 1].max(axis=1) - joints[..., 1].min(axis=1)))
+
+    wide = drawn(landscape)
+    assert tall(wide) > 0.78 * tall(drawn(portrait)), tall(wide) / tall(drawn(portrait))
+    width, height = rig.canvas_size
+    inside = (wide[..., 0] >= 0) & (wide[..., 0] < width) & (wide[..., 1] >= 0) & (wide[..., 1] < height)
+    assert inside.mean() > 0.995
+
+
+def test_the_driver_s_frame_is_fitted_whole_unless_the_person_would_come_out_small():
+    from marionet.engine.cpu.retarget import _frame_fit
+
+    rng = np.random.default_rng(1)
+    canvas = (720, 1280)
+
+    def person(x0, x1, y0, y1, frames=50):
+        """Joints (frames, 19, 2) spread over the box, whose corners every frame reaches."""
+        points = np.stack([rng.uniform(x0, x1, (frames, 19)), rng.uniform(y0, y1, (frames, 19))], axis=2)
+        points[:, :2] = [[x0, y0], [x1, y1]]
+        return points
+
+    # The same shape: the whole frame, scaled to the canvas.
+    fit, offset = _frame_fit(person(300, 700, 100, 1200), (1080, 1920), canvas, 100.0)
+    assert fit == pytest.approx(720 / 1080) and np.allclose(offset, [0, (1280 - 1920 * fit) / 2])
+    # A landscape frame with someone dancing in its middle: enlarged until their reach meets the margins.
+    dancer = person(560, 720, 60, 660)
+    fit, offset = _frame_fit(dancer, (1280, 720), canvas, 40.0)
+    assert fit > 1.5 * (720 / 1280)
+    on_canvas = dancer * fit + offset
+    assert on_canvas[..., 0].min() >= 0.02 * 720 - 1e-6 and on_canvas[..., 0].max() <= 0.98 * 720 + 1e-6
+    # Someone who sweeps the whole frame's width: nothing to gain, the whole frame again.
+    fit, _ = _frame_fit(person(10, 1270, 100, 600), (1280, 720), canvas, 60.0)
+    assert fit == pytest.approx(720 / 1280)
+    # A presenter cut off by the frame's bottom: its bottom edge stays at or below the canvas's.
+    fit, offset = _frame_fit(person(500, 800, 150, 1080), (1920, 1080), canvas, 120.0)
+    assert fit > 720 / 1920 and offset[1] + 1080 * fit >= 1280 - 1e-6
+
+
 def test_ordered_map_keeps_order_raises_the_error_and_stops_early():
     import time
 

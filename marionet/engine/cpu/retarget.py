@@ -55,8 +55,8 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
     width, height = rig.canvas_size
     pelvis = xy[:, J["pelvis"]]
     if orientation == "video":
-        fit = min(width / track.width, height / track.height)
-        offset = np.array([(width - track.width * fit) / 2, (height - track.height * fit) / 2])
+        body = float(np.median(driver_size[track.detected])) if track.detected.any() else 0.0
+        fit, offset = _frame_fit(xy[track.detected], (track.width, track.height), (width, height), body)
         root = pelvis * fit + offset
         rig_size = max(rig.size, 0.5 * rig.bone_lengths[2] + 0.5 * rig.bone_lengths[6])
         scale = driver_size * fit / rig_size
@@ -84,6 +84,51 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         mirrored=mirrored,
         axis_x=float(rig.joints[J["pelvis"], 0]),
     )
+
+
+# orientation "video": between the driver's reach over the clip and the canvas's edge, a share of the canvas's
+# side. The reach is the joints' extent and, in body sizes (torso lengths), the top of the head above the ears
+# and the fingertips and soles past the hand's and foot's landmarks: (x, y) before the joints, then after.
+FRAME_MARGIN = 0.02
+REACH_BEFORE, REACH_AFTER = np.array([0.1, 0.45]), np.array([0.1, 0.1])
+
+
+def _frame_fit(
+    points: np.ndarray, frame: tuple[int, int], canvas: tuple[int, int], body: float
+) -> tuple[float, np.ndarray]:
+    """Scale and offset that put the driver's frame on the canvas (orientation "video"): `points` are the
+    detected frames' joints (frames, joints, 2) in the driver's pixels.
+
+    The whole frame fits in the canvas, unless their shapes differ so much that the person would come out small
+    (a landscape dance driving a portrait character: a full-height dancer became a figure a third of the
+    canvas's height, floating in its middle). Then the frame is enlarged, up to covering the canvas, as far as
+    the person's reach over the whole clip stays on it, and slid so it does: what overflows is frame where the
+    person never goes. A side where the person meets the frame's edge (a body cut off) keeps it at the
+    canvas's edge."""
+    size, room = np.array(frame, float), np.array(canvas, float)
+    contain, cover = float(np.min(room / size)), float(np.max(room / size))
+    offset = (room - size * contain) / 2
+    if not len(points) or cover <= contain:
+        return contain, offset
+    low = np.clip(np.percentile(points.min(axis=1), 2, axis=0) - REACH_BEFORE * body, 0, size)
+    high = np.clip(np.percentile(points.max(axis=1), 98, axis=0) + REACH_AFTER * body, 0, size)
+    margin = FRAME_MARGIN * room
+    fit = max(contain, min(cover, float(np.min((room - 2 * margin) / np.maximum(high - low, 1.0)))))
+    offset = (room - size * fit) / 2
+    for axis in range(2):
+        if size[axis] * fit <= room[axis]:
+            continue
+        # Bounds on the offset: the reach inside the margins; a cut-off side's frame edge on or past the canvas's.
+        if low[axis] > 0:
+            first, last = margin[axis] - fit * low[axis], np.inf
+        else:
+            first, last = -np.inf, 0.0
+        if high[axis] < size[axis]:
+            last = min(last, room[axis] - margin[axis] - fit * high[axis])
+        else:
+            first = max(first, room[axis] - fit * size[axis])
+        offset[axis] = np.clip(offset[axis], first, last) if first <= last else (first + last) / 2
+    return fit, offset
 
 
 # An arm comes in front of the body once its elbow and wrist are this much nearer than the torso (body sizes),
