@@ -32,6 +32,10 @@ ANALYSIS_SIDE = 384
 SETTLE_READS = 60
 SETTLE_PX = 0.5
 IDENTITY_EVERY = 4  # frames between identity samples
+# Identity: the share of the person's colours the output and image have in common, on a coarse Lab grid. On the
+# shared media a person's own clip against its own frame scores 0.88-0.92, another person 0.60 at most.
+IDENTITY_BINS = 8
+IDENTITY_SOFTEN = 0.5  # a Gaussian's sigma, in bins
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class QualityReport:
     jitter_ratio: float  # output keypoint jitter / driving keypoint jitter
     output_jitter: float
     driving_jitter: float
-    identity: float  # person-region colour-histogram correlation, output vs image, 0..1
+    identity: float  # share of the person region's colours in common, output vs image, 0..1
 
     def failures(self, targets: Targets = Targets()) -> list[str]:
         """The figures that miss their target, as sentences."""
@@ -80,12 +84,21 @@ class _Sequence:
 
 
 def _person_histogram(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The person region's colours: a Lab histogram (IDENTITY_BINS per channel) softened by IDENTITY_SOFTEN bins
+    along each axis, summing to 1, so that two histograms' intersection is the share of colour they have in
+    common. Hue and saturation, as first measured, scored the presenter's own clip against its first frame 0.41
+    (the hue of his dark suit and white shirt is noise) and a different person up to 0.34."""
     region = (mask > 0.5).astype(np.uint8)
     if region.sum() < 64:
         return None
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], region, [30, 32], [0, 180, 0, 256])
-    return cv2.normalize(hist, hist).flatten()
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    hist = cv2.calcHist([lab], [0, 1, 2], region, [IDENTITY_BINS] * 3, [0, 256] * 3)
+    reach = int(np.ceil(3 * IDENTITY_SOFTEN))
+    kernel = np.exp(-0.5 * (np.arange(-reach, reach + 1) / IDENTITY_SOFTEN) ** 2)
+    kernel /= kernel.sum()
+    for axis in range(3):
+        hist = np.apply_along_axis(np.convolve, axis, hist, kernel, mode="same")
+    return (hist / max(float(hist.sum()), 1e-9)).astype(np.float32).ravel()
 
 
 def _analyse_video(path: Path, info: VideoInfo, frames: int, histograms: bool) -> _Sequence:
@@ -187,6 +200,15 @@ def jitter(seq: _Sequence) -> float:
     return float(accel[triple].mean() / max(size, 1e-6))
 
 
+def identity_score(histograms: list[np.ndarray], reference: np.ndarray | None) -> float:
+    """The mean share of colour in common between the output's person histograms and the image's (0 when either
+    shows nobody)."""
+    if reference is None or not histograms:
+        return 0.0
+    scores = [cv2.compareHist(reference, hist, cv2.HISTCMP_INTERSECT) for hist in histograms]
+    return float(np.clip(np.mean(scores), 0.0, 1.0))
+
+
 def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> QualityReport:
     """All figures for one animation: `output` made from `image` driven by `driving`."""
     out_info, drv_info = probe_video(output), probe_video(driving)
@@ -195,12 +217,7 @@ def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> Qual
     drv = _analyse_driving(str(Path(driving).resolve()), Path(driving).stat().st_mtime_ns, drv_info, frames)
     error, pairs, segments = limb_error(out, drv)
     out_jitter, drv_jitter = jitter(out), jitter(drv)
-    reference = _image_histogram(Path(image))
-    if reference is None or not out.histograms:
-        identity = 0.0
-    else:
-        scores = [cv2.compareHist(reference, hist, cv2.HISTCMP_CORREL) for hist in out.histograms]
-        identity = float(np.clip(np.mean(scores), 0.0, 1.0))
+    identity = identity_score(out.histograms, _image_histogram(Path(image)))
     return QualityReport(
         frames=frames,
         detected_share=float(out.detected.mean()) if frames else 0.0,
