@@ -588,11 +588,17 @@ COLLAR_MARGIN = 6.0
 COLOUR_BIN = 4
 
 
+def head_axis(joints: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """The head joint (between the ears), the head's radius and the unit direction from it to the neck: the
+    frame the face oval and the collar's jaw line are measured in."""
+    centre = joints[J["head"]]
+    return centre, head_radius(joints), unit_vector(joints[J["neck"]] - centre)
+
+
 def face_oval(joints: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Bool mask of an oval around the face: centred on the head joint (between the ears), FACE_OVAL[0] head
     radii along the neck's line and FACE_OVAL[1] across it; it reaches the jaw but not the neck and shoulders."""
-    centre, radius = joints[J["head"]], head_radius(joints)
-    down = unit_vector(joints[J["neck"]] - centre)
+    centre, radius, down = head_axis(joints)
     reach = FACE_OVAL[0] * radius + 1
     x0, y0 = (max(0, int(np.floor(v - reach))) for v in centre)
     x1, y1 = (
@@ -621,9 +627,8 @@ def collar_to_torso(rgb: np.ndarray, labels: np.ndarray, specs: list[PartSpec], 
     if "head" not in index or "torso" not in index:
         return
     head, torso = index["head"], index["torso"]
-    centre, neck = joints[J["head"]], joints[J["neck"]]
-    radius = head_radius(joints)
-    down = unit_vector(neck - centre)
+    centre, radius, down = head_axis(joints)
+    neck = joints[J["neck"]]
     ys, xs = np.nonzero(labels == head)
     offset = np.stack([xs, ys], axis=1) - centre
     along = offset @ down
