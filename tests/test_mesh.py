@@ -607,3 +607,59 @@ def test_the_top_of_a_t_shirt_by_the_neck_is_the_body_s_and_hair_on_the_shoulder
     assert np.array_equal(labels[lock], before[lock]) and (labels[lock] == head).sum() > 100
     assert np.all(labels[neck] == head)
     assert np.array_equal(labels[~shirt_pixels], before[~shirt_pixels])
+
+
+# A T-shirt wide enough that the arms hang over its sides, and one narrower, with sky between it and the arms.
+SHIRTS = {
+    "against": [[108, 80], [192, 80], [196, 95], [184, 205], [116, 205], [104, 95]],
+    "clear": [[112, 80], [188, 80], [180, 95], [172, 205], [128, 205], [120, 95]],
+}
+
+
+@pytest.mark.parametrize("shirt_cut", list(SHIRTS))
+def test_an_arm_over_the_body_s_side_leaves_it_whole_and_one_clear_of_it_leaves_its_gap(shirt_cut):
+    # A drawn figure, its arms hanging down, as in a photo of someone standing with arms at their sides. Swung
+    # out, an arm over the shirt's side left the stretch it had hidden as a slit of background through the body
+    # (178 of these 420 pixels; the photographed dancer's armpits, the astronaut's flank): the body is drawn
+    # beneath it now. An arm with sky between it and the shirt leaves no shirt-coloured ghost where it was.
+    skin, shirt, sky = (225, 170, 140), (235, 235, 240), (60, 90, 160)
+    arms = {}
+    for side, sign in (("l", 1), ("r", -1)):
+        arms |= {
+            f"{side}_elbow": (150 + sign * 46, 150),
+            f"{side}_wrist": (150 + sign * 48, 200),
+            f"{side}_hand": (150 + sign * 49, 215),
+        }
+    joints = figure_joints(**arms)
+    rgb = np.full((330, 300, 3), sky, np.uint8)
+    draw_limbs(rgb, joints, FIGURE_LEGS, skin, 16)
+    cv2.circle(rgb, (150, 45), 28, skin, -1)
+    cv2.rectangle(rgb, (140, 60), (160, 85), skin, -1)
+    body = np.array(SHIRTS[shirt_cut], np.int32)
+    cv2.fillPoly(rgb, [body], shirt)
+    trunk = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.fillPoly(trunk, [body], 1)
+    draw_limbs(rgb, joints, FIGURE_ARMS, skin, 22)
+    beside = cv2.dilate(trunk, np.ones((5, 5), np.uint8)) == 0  # off the shirt, its blended edge aside
+    trunk = trunk.astype(bool)
+    trunk[:115], beside[:115] = False, False  # the shoulders' caps: their sleeve turns with the arm
+    hidden = trunk & np.all(rgb == skin, axis=2)
+    assert (hidden.sum() > 300) == (shirt_cut == "against")
+    alpha = np.any(rgb != sky, axis=2).astype(np.float32)
+    size = float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]]))
+    specs, labels, beneath = label_parts(alpha, joints, np.ones(len(joints)), size, rgb=rgb)
+    rig = mesh_rig(rgb, alpha, joints, sky, specs, labels, size, beneath)
+    for turn in (0.6, 1.2):
+        out = swung(joints, "l_shoulder", ["l_elbow", "l_wrist", "l_hand"], -turn)
+        out = swung(out, "r_shoulder", ["r_elbow", "r_wrist", "r_hand"], turn)
+        frame = render_frame(rig, still(rig, out), 0, RenderSettings()).astype(int)
+        sky_shown = np.abs(frame - sky).sum(axis=2) < 40
+        arms_now = np.zeros(trunk.shape, np.uint8)
+        for side in ("l", "r"):
+            names = [f"{side}_shoulder", f"{side}_elbow", f"{side}_hand"]
+            for a, b in zip(names, names[1:], strict=False):
+                cv2.line(arms_now, tuple(map(int, out[J[a]])), tuple(map(int, out[J[b]])), 1, 30)
+        off = arms_now == 0
+        ghost = (np.abs(frame - shirt).sum(axis=2) < 40) & beside & off
+        assert (sky_shown & trunk & off).sum() == 0, (turn, int((sky_shown & trunk & off).sum()))
+        assert ghost.sum() == 0, (turn, int(ghost.sum()))

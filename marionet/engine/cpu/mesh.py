@@ -16,6 +16,7 @@ import numpy as np
 
 from marionet.engine.cpu.rig import (
     BONES,
+    J,
     PartSpec,
     arm_core,
     cap_radius,
@@ -56,6 +57,9 @@ SUBPIXEL = 4  # fillConvexPoly fixed-point bits: vertices keep 1/16 px precision
 BLEND = 0.1  # skinning blend band each side of a joint, in body sizes
 LINK = 0.6  # weights diffuse between parts only this many limb thicknesses from their joint
 OUTSIDE = -1e5  # source coordinate of pixels no triangle covers
+# The trunk's outline at the hips, in hip joint spreads (a person's hips are about 1.6-1.9 times as wide as the
+# distance between their hip joints); never wider than the shoulder joints.
+TRUNK_HIPS = 1.7
 
 
 @dataclass
@@ -145,9 +149,12 @@ def build_mesh(
     # The widest forearm band (a fist) a hidden stretch of head or torso lies under.
     gap = 3 * arm_core(joints, size)
     cx, cy = pixel_of(centroids, alpha.shape)
-    sources = [(part, labels == part, group_of(spec)) for part, spec in enumerate(specs)]
-    sources += [(int(part), kept == part, UNDER) for part in np.unique(kept[kept >= 0])]
-    for part, mask, group in sources:
+    sources = [(part, labels == part, group_of(spec), premult) for part, spec in enumerate(specs)]
+    sources += [(int(part), kept == part, UNDER, premult) for part in np.unique(kept[kept >= 0])]
+    flank = _torso_beneath_arms(uncapped, beneath, joints, specs, person)
+    if flank is not None:
+        sources.append((*flank, UNDER, _filled_flank(premult, uncapped, *flank)))
+    for part, mask, group, colours in sources:
         spec = specs[part]
         own = mask.astype(np.uint8)
         if own.sum() < 16:
@@ -183,7 +190,7 @@ def build_mesh(
         soft = cv2.GaussianBlur(
             pixels[oy - by0 : ey - by0, ox - bx0 : ex - bx0].astype(np.float32), (3, 3), 0.7
         )
-        source = premult[oy:ey, ox:ex]
+        source = colours[oy:ey, ox:ex]
         if hidden[oy:ey, ox:ex].any():
             source = _fill_hidden(source, own[oy:ey, ox:ex], hidden[oy:ey, ox:ex])
         crop_own, crop_covered = own[oy:ey, ox:ex], covered[oy:ey, ox:ex]
@@ -253,6 +260,75 @@ def _kept_under_caps(
         towards = joints[inner[spec.start]] - joints[spec.start]
         side = (xs - joints[spec.start][0]) * towards[0] + (ys - joints[spec.start][1]) * towards[1] >= 0
         out[ys[side], xs[side]] = parent
+    return out
+
+
+def _torso_beneath_arms(
+    uncapped: np.ndarray,
+    beneath: np.ndarray | None,
+    joints: np.ndarray,
+    specs: list[PartSpec],
+    person: np.ndarray,
+) -> tuple[int, np.ndarray] | None:
+    """The torso's index and the pixels of the image's arms that lie over its trunk, or None.
+
+    An arm hanging against the body, or a hand resting on it, hides the trunk's side there; without the trunk
+    drawn beneath, the arm left a hole of filled background through the body wherever it moved away (a
+    photographed astronaut, arms at her sides, a hand across her belly). The trunk is the quadrilateral from
+    the shoulder joints to the hips' outline (TRUNK_HIPS times the hip joints' spread, at most the shoulders'),
+    and of the arm's pixels in it only those reached across the trunk from its own pixels without a gap of
+    background: an arm hanging clear of the body keeps the gap, and leaves no torso-coloured ghost."""
+    index = {s.name: i for i, s in enumerate(specs)}
+    if "torso" not in index:
+        return None
+    torso = index["torso"]
+    arms = np.isin(uncapped, [i for i, s in enumerate(specs) if s.kind == "arm"])
+    if beneath is not None:
+        arms &= beneath < 0  # already drawn beneath a forearm held in front, by the body's own layer
+    shoulders = joints[[J["l_shoulder"], J["r_shoulder"]]]
+    hips = joints[[J["l_hip"], J["r_hip"]]]
+    middle, half = hips.mean(axis=0), (hips[0] - hips[1]) / 2
+    spread = min(
+        TRUNK_HIPS, np.linalg.norm(shoulders[0] - shoulders[1]) / max(2 * np.linalg.norm(half), 1e-6)
+    )
+    corners = np.array([shoulders[0], shoulders[1], middle - spread * half, middle + spread * half])
+    trunk = np.zeros_like(person)
+    cv2.fillConvexPoly(trunk, np.round(corners * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
+    allowed = (trunk > 0) & (person > 0) & (arms | (uncapped == torso))
+    # Across the trunk: rows square to its axis (hips to neck), in a copy turned upright.
+    axis = joints[J["neck"]] - middle
+    angle = np.degrees(np.arctan2(axis[0], -axis[1]))
+    height, width = person.shape
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    side = int(np.ceil(np.hypot(width, height)))
+    turn[:, 2] += (side - width) / 2, (side - height) / 2
+    upright = cv2.warpAffine(allowed.astype(np.uint8), turn, (side, side), flags=cv2.INTER_NEAREST) > 0
+    # Seeded by the trunk's pixels 3 px inside its label: a sliver of an arm's edge that fell to the torso is
+    # no bridge across a gap of sky.
+    seeds = cv2.erode((uncapped == torso).astype(np.uint8), np.ones((7, 7), np.uint8))
+    own = cv2.warpAffine(seeds, turn, (side, side), flags=cv2.INTER_NEAREST) > 0
+    starts = upright.copy()
+    starts[:, 1:] &= ~upright[:, :-1]
+    runs = np.cumsum(starts.ravel()).reshape(upright.shape) * upright
+    with_torso = np.zeros(int(runs.max()) + 1, bool)
+    with_torso[runs[own & upright]] = True
+    with_torso[0] = False
+    reached = with_torso[runs].astype(np.uint8)
+    back = cv2.warpAffine(reached, cv2.invertAffineTransform(turn), (width, height), flags=cv2.INTER_NEAREST)
+    flank = ((back > 0) & arms & (trunk > 0) & (person > 0)).astype(np.uint8)
+    if flank.sum() < 16:
+        return None
+    return torso, flank
+
+
+def _filled_flank(premult: np.ndarray, uncapped: np.ndarray, torso: int, flank: np.ndarray) -> np.ndarray:
+    """The premultiplied image with the flank's pixels (and a seam of 2 around them) in the torso's own
+    colours, filled from the trunk around them."""
+    out = premult.copy()
+    box = grown_box(flank, 2 * FILL_REACH)
+    own = (uncapped[box] == torso).astype(np.uint8)
+    hidden = cv2.dilate(flank[box], np.ones((5, 5), np.uint8)) & (1 - own)
+    out[box] = _fill_hidden(premult[box], own, hidden)
     return out
 
 
