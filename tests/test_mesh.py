@@ -620,8 +620,10 @@ SHIRTS = {
 def test_an_arm_over_the_body_s_side_leaves_it_whole_and_one_clear_of_it_leaves_its_gap(shirt_cut):
     # A drawn figure, its arms hanging down, as in a photo of someone standing with arms at their sides. Swung
     # out, an arm over the shirt's side left the stretch it had hidden as a slit of background through the body
-    # (178 of these 420 pixels; the photographed dancer's armpits, the astronaut's flank): the body is drawn
-    # beneath it now. An arm with sky between it and the shirt leaves no shirt-coloured ghost where it was.
+    # (315 pixels of sky at the first swing, of the 810 the arms hid; the photographed dancer's armpits, the
+    # astronaut's flank): the body is drawn beneath it now. An arm with sky between it and the shirt leaves
+    # no shirt-coloured ghost where it was (359 pixels when a one-pixel sliver of the arm's edge, labelled
+    # body, seeded the trunk's rows).
     skin, shirt, sky = (225, 170, 140), (235, 235, 240), (60, 90, 160)
     arms = {}
     for side, sign in (("l", 1), ("r", -1)):
