@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from marionet.engine.cpu.pose import landmarks_array, pose_solution, torso_length
+from marionet.errors import InputError, MarionetError
 from marionet.media.validate import decode_image
 from marionet.media.video import VideoInfo, probe_video, read_frames
 
@@ -150,7 +152,7 @@ def _analyse_driving(path: str, mtime_ns: int, info: VideoInfo, frames: int) -> 
 def _image_histogram(path: Path) -> np.ndarray | None:
     rgb = decode_image(path.read_bytes())  # the picture the engine animates
     if rgb is None:
-        return None
+        raise InputError(f"The image could not be decoded: {path}", code="image_invalid")
     scale = min(1.0, 1024 / max(rgb.shape[:2]))
     rgb = cv2.resize(
         rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA
@@ -211,13 +213,14 @@ def identity_score(histograms: list[np.ndarray], reference: np.ndarray | None) -
 
 def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> QualityReport:
     """All figures for one animation: `output` made from `image` driven by `driving`."""
+    reference = _image_histogram(Path(image))  # first: an image that cannot be read fails at once
     out_info, drv_info = probe_video(output), probe_video(driving)
     frames = min(out_info.output_frame_count, drv_info.output_frame_count)
     out = _analyse_video(Path(output), out_info, frames, histograms=True)
     drv = _analyse_driving(str(Path(driving).resolve()), Path(driving).stat().st_mtime_ns, drv_info, frames)
     error, pairs, segments = limb_error(out, drv)
     out_jitter, drv_jitter = jitter(out), jitter(drv)
-    identity = identity_score(out.histograms, _image_histogram(Path(image)))
+    identity = identity_score(out.histograms, reference)
     return QualityReport(
         frames=frames,
         detected_share=float(out.detected.mean()) if frames else 0.0,
@@ -232,8 +235,17 @@ def evaluate(output: str | Path, driving: str | Path, image: str | Path) -> Qual
 
 
 def run_eval_cli(args: argparse.Namespace) -> int:
-    """`marionet eval OUTPUT DRIVING IMAGE [--json]`: print the figures; exit 1 when a target is missed."""
-    report = evaluate(args.output, args.driving, args.image)
+    """`marionet eval OUTPUT DRIVING IMAGE [--json]`: print the figures; exit 1 when a target is missed, 2 when
+    an input is missing or unreadable (said on stderr with its code, as `marionet animate` does)."""
+    for name, path in (("output", args.output), ("driving video", args.driving), ("image", args.image)):
+        if not Path(path).is_file():
+            sys.stderr.write(f"error: file_not_found: {name} file not found: {path}\n")
+            return 2
+    try:
+        report = evaluate(args.output, args.driving, args.image)
+    except MarionetError as exc:
+        sys.stderr.write(f"error: {exc.code}: {exc.message}\n")
+        return 2
     failures = report.failures()
     if args.json:
         print(json.dumps({**asdict(report), "failures": failures}, indent=2))

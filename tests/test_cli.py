@@ -1,4 +1,4 @@
-"""The `marionet` command as a subprocess: keys, the bootstrap key of a fresh server, animate."""
+"""The `marionet` command as a subprocess: keys, the bootstrap key of a fresh server, animate, eval."""
 
 from __future__ import annotations
 
@@ -83,3 +83,23 @@ def test_animate_names_a_missing_file_as_missing_not_as_a_bad_url(tmp_path, data
     assert "error: file_not_found: image file not found: " + str(missing) in run.stderr
     assert "scheme" not in run.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_eval_names_a_missing_or_unreadable_input_instead_of_a_traceback(tmp_path, data_dir):
+    video, image = data_dir / "halfbody_talk_3s.mp4", data_dir / "halfbody_ref_elf.jpg"
+    missing = tmp_path / "no-such-output.mp4"
+    run = cli("eval", str(missing), str(video), str(image))
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"error: file_not_found: output file not found: {missing}"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    run = cli("eval", str(broken), str(video), str(image))
+    assert run.returncode == 2
+    assert "\nerror: video_invalid: The video could not be read" in "\n" + run.stderr
+    assert "Traceback" not in run.stderr
+    not_an_image = tmp_path / "not-an-image.jpg"
+    not_an_image.write_text("hello")
+    run = cli("eval", str(video), str(video), str(not_an_image))
+    assert run.returncode == 2
+    assert "error: image_invalid: The image could not be decoded" in run.stderr
+    assert "Traceback" not in run.stderr
