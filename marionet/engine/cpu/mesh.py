@@ -23,10 +23,12 @@ from marionet.engine.cpu.rig import (
     face_oval,
     grown_box,
     head_radius,
+    hip_width,
     part_costs,
     part_thickness,
     pixel_of,
     push_pull_fill,
+    shoulder_width,
     unit_vector,
 )
 
@@ -285,13 +287,12 @@ def _torso_beneath_arms(
     arms = np.isin(uncapped, [i for i, s in enumerate(specs) if s.kind == "arm"])
     if beneath is not None:
         arms &= beneath < 0  # already drawn beneath a forearm held in front, by the body's own layer
-    shoulders = joints[[J["l_shoulder"], J["r_shoulder"]]]
-    hips = joints[[J["l_hip"], J["r_hip"]]]
-    middle, half = hips.mean(axis=0), (hips[0] - hips[1]) / 2
-    spread = min(
-        TRUNK_HIPS, np.linalg.norm(shoulders[0] - shoulders[1]) / max(2 * np.linalg.norm(half), 1e-6)
+    l_hip, r_hip = joints[J["l_hip"]], joints[J["r_hip"]]
+    middle, half = (l_hip + r_hip) / 2, (l_hip - r_hip) / 2
+    spread = min(TRUNK_HIPS, shoulder_width(joints) / max(hip_width(joints), 1e-6))
+    corners = np.array(
+        [joints[J["l_shoulder"]], joints[J["r_shoulder"]], middle - spread * half, middle + spread * half]
     )
-    corners = np.array([shoulders[0], shoulders[1], middle - spread * half, middle + spread * half])
     trunk = np.zeros_like(person)
     cv2.fillConvexPoly(trunk, np.round(corners * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
     allowed = (trunk > 0) & (person > 0) & (arms | (uncapped == torso))
@@ -315,7 +316,7 @@ def _torso_beneath_arms(
     with_torso[0] = False
     reached = with_torso[runs].astype(np.uint8)
     back = cv2.warpAffine(reached, cv2.invertAffineTransform(turn), (width, height), flags=cv2.INTER_NEAREST)
-    flank = ((back > 0) & arms & (trunk > 0) & (person > 0)).astype(np.uint8)
+    flank = ((back > 0) & allowed & arms).astype(np.uint8)  # the warp back may stray a pixel past them
     if flank.sum() < 16:
         return None
     return torso, flank
