@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -28,10 +29,10 @@ from marionet.engine import PROMPT_WARNING, load_engine
 from marionet.engine.base import AnimationRequest, AnimationResult
 from marionet.engine.cpu import CpuEngine, pose
 from marionet.engine.cpu import engine as cpu_engine
-from marionet.engine.cpu.prefetch import ordered_map
+from marionet.engine.cpu.prefetch import forked_map, ordered_map
 from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import J, joints_from_landmarks
-from marionet.errors import EngineError, TaskCancelled
+from marionet.errors import EngineError, MarionetError, TaskCancelled
 from marionet.media.cache import InputCache
 from marionet.media.video import VideoWriter, probe_video, read_frames
 
@@ -181,6 +182,37 @@ def test_cancel_between_batches_stops_and_removes_the_output(tmp_path):
         CpuEngine(cache_dir=CACHE).animate(request, progress)
     assert len(calls) == 3
     assert not output.exists()
+
+
+def _children() -> set[int]:
+    """This process's child processes (Linux: /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        found.update(int(pid) for pid in (task / "children").read_text().split())
+    return found
+
+
+@pytest.mark.slow
+def test_cancel_while_drawing_stops_the_drawing_processes(tmp_path):
+    rendered("half")  # its pose track is cached: the progress bar goes straight to drawing
+    output = tmp_path / "cancelled.mp4"
+    before = _children()
+    drawing: list[float] = []
+    seen_drawers: set[int] = set()
+
+    def progress(fraction: float, message: str) -> None:
+        if message == "rendering" and fraction > 0:
+            drawing.append(fraction)
+            seen_drawers.update(_children() - before)
+            if len(drawing) == 2:
+                raise TaskCancelled()
+
+    request = AnimationRequest(DATA / "halfbody_ref_elf.jpg", DATA / "halfbody_talk_3s.mp4", output)
+    with pytest.raises(TaskCancelled):
+        CpuEngine(cache_dir=CACHE).animate(request, progress)
+    assert drawing[-1] < 1.0 and not output.exists()
+    assert len(seen_drawers) == 2  # the frames were being drawn by two processes...
+    assert _children() == before  # ...which the cancel stopped and reaped
 
 
 @pytest.mark.slow
@@ -475,6 +507,61 @@ def test_ordered_map_keeps_order_raises_the_error_and_stops_early():
     with contextlib.closing(ordered_map(counted, range(1000), workers=2, depth=3)) as items:
         assert next(items) == 0
     assert len(started) < 10  # closing stopped the submissions instead of drawing all 1000
+
+
+def _frame_of(index: int) -> np.ndarray:
+    """A frame that says which frame it is and which process drew it."""
+    time.sleep(0.002 * (index % 3))  # the processes finish out of turn: frames must still come in order
+    frame = np.full((6, 4, 3), index % 251, np.uint8)
+    frame[0, :, :] = np.frombuffer(np.int64(os.getpid()).tobytes() + bytes(4), np.uint8).reshape(4, 3)
+    return frame
+
+
+def _drawer_pid(frame: np.ndarray) -> int:
+    return int(np.frombuffer(frame[0].tobytes()[:8], np.int64)[0])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_forked_drawing_keeps_order_and_stops_its_processes():
+    frames = [
+        (f[1:].copy(), _drawer_pid(f)) for f in forked_map(_frame_of, 40, (6, 4, 3), workers=2, depth=2)
+    ]
+    assert [int(f[0, 0, 0]) for f, _ in frames] == list(range(40))
+    assert all((f == i % 251).all() for i, (f, _) in enumerate(frames))
+    drawers = {pid for _, pid in frames}
+    assert len(drawers) == 2 and os.getpid() not in drawers  # drawn by two other processes, turn about
+    assert all(_gone(pid) for pid in drawers)  # and none left behind, not even as a zombie
+
+    with contextlib.closing(forked_map(_frame_of, 10_000, (6, 4, 3), workers=2, depth=3)) as items:
+        first = _drawer_pid(next(items))
+    assert _gone(first)  # stopping early stops the processes instead of drawing all 10 000
+
+
+def test_forked_drawing_raises_the_error_of_a_frame_and_names_a_process_that_died():
+    def broken(index: int) -> np.ndarray:
+        if index == 5:
+            raise ValueError("bad frame 5")
+        return _frame_of(index)
+
+    with pytest.raises(ValueError, match="bad frame 5") as caught:
+        list(forked_map(broken, 20, (6, 4, 3)))
+    assert "in the drawing process" in str(caught.value.__cause__)  # where it was raised, over there
+
+    def killed(index: int) -> np.ndarray:
+        if index == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _frame_of(index)
+
+    with pytest.raises(MarionetError, match="killed by signal 9") as died:
+        list(forked_map(killed, 20, (6, 4, 3)))
+    assert died.value.code == "engine_crashed"
 
 
 @pytest.mark.slow

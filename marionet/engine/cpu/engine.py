@@ -18,7 +18,7 @@ import numpy as np
 from marionet.engine import task_warnings
 from marionet.engine.base import AnimationRequest, AnimationResult, ProgressFn, no_progress
 from marionet.engine.cpu import pose as pose_stage
-from marionet.engine.cpu.prefetch import ordered_map
+from marionet.engine.cpu.prefetch import drawn_frames
 from marionet.engine.cpu.render import RenderSettings, render_frame
 from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import CharacterRig, build_character
@@ -31,7 +31,7 @@ POSE_SHARE = 0.5  # fraction of the progress bar spent on the pose pass when it 
 CLOSER_SHARE = 0.25  # and on a second pass over the region a small person moves in, when one is needed
 MIN_PERSON_SHARE = 0.5
 BATCH = 16
-RENDER_THREADS = 2  # frames drawn side by side: the warps release the GIL
+RENDER_WORKERS = 2  # frames drawn side by side, beside the encoder
 RENDERERS = ("mesh", "parts")  # skinned triangle mesh; or rigid part layers with joint caps (the older one)
 
 
@@ -120,12 +120,13 @@ class CpuEngine:
             audio_from=audio,
         ) as writer:
             last = track.frame_count - 1
-            frames = ordered_map(
+            frames = drawn_frames(
                 lambda index: render_frame(rig, motion, min(index, last), settings),
-                range(total),
-                RENDER_THREADS,
+                total,
+                (canvas[1], canvas[0], 3),
+                RENDER_WORKERS,
             )
-            # closing(): a cancel raised by progress() stops the renderer threads at once.
+            # closing(): a cancel raised by progress() stops the drawing processes at once.
             with contextlib.closing(frames) as rendered:
                 for index, frame in enumerate(rendered, start=1):
                     writer.write(frame)
