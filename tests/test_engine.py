@@ -27,7 +27,7 @@ from conftest import DATA
 from marionet.config import Settings
 from marionet.engine import PROMPT_WARNING, load_engine
 from marionet.engine.base import AnimationRequest, AnimationResult
-from marionet.engine.cpu import CpuEngine, pose
+from marionet.engine.cpu import CpuEngine, pose, prefetch
 from marionet.engine.cpu import engine as cpu_engine
 from marionet.engine.cpu.prefetch import forked_map, ordered_map
 from marionet.engine.cpu.retarget import retarget
@@ -542,6 +542,26 @@ def test_forked_drawing_keeps_order_and_stops_its_processes():
     with contextlib.closing(forked_map(_frame_of, 10_000, (6, 4, 3), workers=2, depth=3)) as items:
         first = _drawer_pid(next(items))
     assert _gone(first)  # stopping early stops the processes instead of drawing all 10 000
+
+
+@pytest.mark.parametrize("forks_allowed", [0, 1])
+def test_forked_drawing_goes_on_with_fewer_processes_or_threads_when_fork_fails(monkeypatch, forks_allowed):
+    real_fork, forks = prefetch._fork, []
+
+    def limited_fork() -> int:
+        if len(forks) >= forks_allowed:
+            raise BlockingIOError(11, "Resource temporarily unavailable")  # what a process limit answers
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(prefetch, "_fork", limited_fork)
+    frames = [(f[1:].copy(), _drawer_pid(f)) for f in forked_map(_frame_of, 30, (6, 4, 3), workers=2)]
+    assert [int(f[0, 0, 0]) for f, _ in frames] == list(range(30))
+    drawers = {pid for _, pid in frames}
+    if forks_allowed:
+        assert len(drawers) == 1 and os.getpid() not in drawers and _gone(drawers.pop())
+    else:
+        assert drawers == {os.getpid()}  # threads of this process drew them
 
 
 def test_forked_drawing_raises_the_error_of_a_frame_and_names_a_process_that_died():

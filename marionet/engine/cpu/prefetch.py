@@ -76,7 +76,8 @@ def forked_map(
     The processes inherit `draw` and everything it reads (the character, the motion) as they are at the fork,
     so nothing is copied or pickled. A yielded frame is a view of the shared memory: valid until the next frame
     is asked for. An exception raised by `draw` is raised here; a process that dies is an `engine_crashed`
-    error. Stopping early (closing the generator) stops the processes.
+    error. Stopping early (closing the generator) stops the processes. Where no process can be forked, threads
+    draw (`ordered_map`).
     """
     if count <= 0:
         return
@@ -88,7 +89,12 @@ def forked_map(
     try:
         for _ in range(workers):
             ours, theirs = Pipe()
-            pid = _fork()
+            try:
+                pid = _fork()
+            except OSError:  # a process limit or no memory: draw with the processes there are, or threads
+                ours.close()
+                theirs.close()
+                break
             if pid == 0:
                 for pipe in (*pipes, ours):
                     pipe.close()
@@ -96,11 +102,18 @@ def forked_map(
             theirs.close()
             pipes.append(ours)
             pids.append(pid)
+        if not pids:
+            yield from ordered_map(draw, range(count), workers)
+            return
+        workers = len(pids)
         sent = 0
         for index in range(count):
             # Frame index - 1 has been used: its slot may take the frame `slots` after it.
             while sent < min(index + slots, count):
-                pipes[sent % workers].send((sent, sent % slots))
+                # A process that has died is not asked again: its failure, or its end, is raised where its
+                # next frame is awaited.
+                with contextlib.suppress(OSError):
+                    pipes[sent % workers].send((sent, sent % slots))
                 sent += 1
             worker = index % workers  # each process answers its own requests in the order they came
             slot = _answer(pipes[worker], pids[worker])
