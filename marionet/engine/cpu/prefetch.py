@@ -3,7 +3,7 @@
 Drawing a frame is a few dozen cv2 calls and as many small numpy steps between them, which hold the GIL: two
 drawing threads beside the encoder barely overlap (the dance's 288 frames: 4.4 s drawn on one thread, 4.9 s
 on two). On Linux the frames are drawn by forked processes into shared memory instead; elsewhere, or where
-fork is not wanted, by threads (`ordered_map`).
+no process can be forked, by threads (`ordered_map`).
 """
 
 from __future__ import annotations
