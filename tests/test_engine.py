@@ -82,9 +82,10 @@ def rendered(case: str) -> Outcome:
 
 
 @functools.cache
-def dance_track() -> pose.PoseTrack:
-    """The shared dance's pose track, as the engine reads it (from the session's cache after the first call)."""
-    video = DATA / "dance_fullbody_12s.mp4"
+def driving_track(video_name: str = "dance_fullbody_12s.mp4") -> pose.PoseTrack:
+    """A shared clip's pose track (the dance's unless named), as the engine reads it (from the session's cache
+    after the first call)."""
+    video = DATA / video_name
     request = AnimationRequest(
         image_path=DATA / "dance_ref_cartoon.png", video_path=video, output_path=WORK / "x"
     )
@@ -405,7 +406,7 @@ def test_a_character_photographed_with_her_elbow_towards_the_camera_keeps_her_ar
     info = probe_video(video)
     with contextlib.closing(read_frames(video, info)) as frames:
         image = next(rgb for index, _, rgb in frames if index == 104)[:, ::-1].copy()
-    track = dance_track()
+    track = driving_track()
     rig = cpu_engine._character(image, None, cpu_engine.canvas_size(info.width, info.height, 720), None)
     motion = retarget(track, rig, "video")
     driver = joints_from_landmarks(track.keypoints)[track.detected, :, :2]
@@ -428,7 +429,7 @@ def test_a_landscape_clip_drives_a_portrait_character_as_large_as_a_portrait_cli
     # 1280 x 720 frame. Fitting that whole frame inside the cartoon's portrait canvas drew her at a third of the
     # height the portrait clip gives, floating in the canvas's middle; now the frame's empty sides overflow
     # (0.81 of it: her fingertips reach the portrait frame's edges, and are kept on the canvas here).
-    portrait = dance_track()
+    portrait = driving_track()
     scale = 720 / portrait.height
     keypoints = portrait.keypoints.copy()
     keypoints[..., :3] *= scale

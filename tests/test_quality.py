@@ -12,11 +12,14 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DATA, REPO
-from test_engine import CACHE, WORK, rendered
+from test_engine import CACHE, CASES, WORK, driving_track, rendered
 
 from marionet import quality
 from marionet.engine.base import AnimationRequest
+from marionet.engine.cpu import engine as cpu_engine
 from marionet.engine.cpu.engine import CpuEngine
+from marionet.engine.cpu.retarget import retarget
+from marionet.engine.cpu.rig import J, joints_from_landmarks
 from marionet.media.video import VideoWriter, probe_video
 from marionet.quality import QualityReport, Targets, evaluate
 
@@ -199,6 +202,43 @@ def test_jitter_is_bounded(case):
     # mesh densities of 9-12 cells per body size, where the code before read 4.67x to 5.57x); the half pair
     # 1.26x (1.31x to 1.46x; 1.22x to 1.31x). With the trunk drawn beneath hanging arms 3.77x and 1.29x.
     assert report(case).jitter_ratio <= {"dance": 6.5, "half": 1.8}[case]
+
+
+# The joints whose jitter the eval measures (nose, shoulders, elbows, wrists, hips, knees, ankles), as rig joints.
+STEADY_JOINTS = [J[name] for name in ("head", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist",
+                                      "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle")]  # fmt: skip
+
+
+def _joint_jitter(joints: np.ndarray) -> float:
+    """Mean acceleration of STEADY_JOINTS (frames, joints, 2), in body sizes (pelvis to neck) per frame^2."""
+    size = float(np.median(np.linalg.norm(joints[:, J["neck"]] - joints[:, J["pelvis"]], axis=-1)))
+    points = joints[:, STEADY_JOINTS]
+    return float(np.linalg.norm(points[2:] - 2 * points[1:-1] + points[:-2], axis=-1).mean() / size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["dance", "half"])
+def test_the_motion_drawn_is_steadier_than_the_driver(case):
+    # The eval reads jitter off the output, so on a drawn character it is mostly BlazePose's (the dance: 3.8x,
+    # an xfail above). This measures the joints the engine draws, against the eval's own reading of the
+    # driving video: the dance 0.63x, the half pair 0.53x (seventeenth session). Without the One-Euro filter
+    # the dance's drawn joints score 1.33x, over the issue's 1.3.
+    video, image_name = PAIRS[case]
+    driving = probe_video(DATA / video)
+    reading = quality._analyse_driving(
+        str((DATA / video).resolve()),
+        (DATA / video).stat().st_mtime_ns,
+        driving,
+        driving.output_frame_count,
+    )
+    assert reading.detected.all()
+    image, opacity = cpu_engine._read_image(DATA / image_name)
+    mode = cpu_engine.QUALITY["std"]
+    canvas = cpu_engine.canvas_size(image.shape[1], image.shape[0], mode.short_side)
+    rig = cpu_engine._character(image, opacity, canvas, mode.mesh_cells)
+    motion = retarget(driving_track(video), rig, CASES[case][2])
+    drawn = _joint_jitter(motion.joints) / _joint_jitter(joints_from_landmarks(reading.keypoints)[..., :2])
+    assert drawn <= 0.8
 
 
 def test_a_still_picture_reads_still_from_its_first_frame(monkeypatch):
