@@ -196,14 +196,25 @@ def _answer(pipe: Connection, pid: int) -> int:
 
 def _exit_status(pid: int) -> str:
     with contextlib.suppress(ChildProcessError):
-        for _ in range(100):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                if os.WIFSIGNALED(status):
-                    return f"killed by signal {os.WTERMSIG(status)}"
-                return f"exit status {os.WEXITSTATUS(status)}"
-            time.sleep(0.01)
+        status = _reaped(pid, 1.0)
+        if status is not None:
+            if os.WIFSIGNALED(status):
+                return f"killed by signal {os.WTERMSIG(status)}"
+            return f"exit status {os.WEXITSTATUS(status)}"
     return "no exit status"
+
+
+def _reaped(pid: int, timeout: float) -> int | None:
+    """Wait up to `timeout` seconds for the child `pid` to exit and reap it: its wait status, or None while it
+    still runs. ChildProcessError: it was reaped already."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
 
 
 def _stop(pipes: list[Connection], pids: list[int]) -> None:
@@ -214,10 +225,7 @@ def _stop(pipes: list[Connection], pids: list[int]) -> None:
         pipe.close()
     deadline = time.monotonic() + STOP_GRACE_S
     for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(pid, os.WNOHANG)[0] == 0:
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    break
-                time.sleep(0.005)
+        with contextlib.suppress(ChildProcessError):  # reaped already, where its death was reported
+            if _reaped(pid, max(0.0, deadline - time.monotonic())) is None:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
