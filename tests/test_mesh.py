@@ -26,6 +26,7 @@ from marionet.engine.cpu.rig import (
     build_character,
     centre_hinges,
     collar_to_torso,
+    fill_background,
     hand_masks,
     joints_from_landmarks,
     label_parts,
@@ -207,6 +208,23 @@ def test_a_cut_out_leaves_no_ghost_of_its_soft_edges_in_the_background():
     assert ghost.min() < 200  # the segmentation alone leaves pale edges there (174; 2555 pixels under 240)
     background = build_character(cut_out, image_pose, canvas, opacity=opacity).background
     assert background.min() >= 240  # the cut-out's own opacity lifts all of her off the white
+
+
+def test_a_light_remnant_in_a_bay_beside_the_person_leaves_with_them():
+    # The cartoon's glowing sleeve hems lie outside her segmentation, in the bays between her arms and her
+    # dress: left in the background, they hung in the sky as two bright crescents wherever her arms moved.
+    rgb = np.zeros((200, 200, 3), np.uint8)
+    rgb[:] = (30, 30, 80)  # night sky
+    person = np.zeros((200, 200), np.float32)
+    person[40:180, 80:120] = 1  # the body
+    person[40:60, 120:175] = 1  # an upper arm out to the side
+    person[40:110, 155:175] = 1  # its forearm hanging down: a bay between the arm and the body
+    rgb[person > 0] = (200, 170, 150)
+    rgb[85:95, 133:138] = (230, 230, 250)  # the glowing hem, in the bay
+    rgb[10:15, 10:15] = (230, 230, 250)  # a star, far from her
+    background = fill_background(rgb, person, person).astype(int)
+    assert background[85:95, 133:138].sum(axis=-1).max() < 250  # the sky's 140, not the hem's 710
+    assert (background[10:15, 10:15] == (230, 230, 250)).all()  # scenery away from the bays stays
 
 
 def test_a_forearm_in_front_takes_its_pixels_and_the_body_beneath_is_filled():

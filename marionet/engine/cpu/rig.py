@@ -309,10 +309,19 @@ def _body_holes(binary: np.ndarray, soft: np.ndarray, min_doubt: float = 0.1) ->
     return keep[labels].astype(np.uint8)
 
 
+# The bays of the hole (between an arm and the body, under a raised sleeve) are closed over this many of its
+# growths, and what is lighter there than the scenery around it by GHOST_LIGHT (Lab lightness, 0..255) is taken
+# out with the person: the cartoon's glowing sleeve hems, which the segmentation calls scenery, were left as two
+# bright crescents that hung in the sky wherever her arms moved away.
+BAY_REACH = 2
+GHOST_LIGHT = 20
+
+
 def fill_background(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray) -> np.ndarray:
     """Remove the person and their halo, filling the hole from the scenery around it (push-pull interpolation).
 
-    The hole is generous: glows and soft edges left behind would read as a ghost of the image's pose.
+    The hole is generous: glows and soft edges left behind would read as a ghost of the image's pose, and so
+    would a light patch in the bays of the hole (see BAY_REACH).
     """
     height, width = rgb.shape[:2]
     grow = max(3, round(min(height, width) / 28))
@@ -320,10 +329,38 @@ def fill_background(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray) -> np.
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     box = grown_box(hole, grow)
     hole[box] = cv2.dilate(hole[box], disc)
+    hole |= _light_in_bays(rgb, hole, grow)
     filled = push_pull_fill(rgb, 1.0 - hole.astype(np.float32))
     blend = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 3)[..., None]
     blend = np.maximum(blend, hole[..., None].astype(np.float32))
     return (rgb * (1 - blend) + filled * blend).astype(np.uint8)
+
+
+def _light_in_bays(rgb: np.ndarray, hole: np.ndarray, grow: int) -> np.ndarray:
+    """(h, w) uint8: the pixels in the hole's bays lighter than the fill of the bays would be, grown by a third
+    of `grow` (the hole's growth) to take their soft edges too. The bays are found at half size: they are wide."""
+    reach = BAY_REACH * grow
+    box = grown_box(hole, reach)
+    part = hole[box]
+    small = cv2.resize(
+        part, (max(1, part.shape[1] // 2), max(1, part.shape[0] // 2)), interpolation=cv2.INTER_AREA
+    )
+    half = max(1, reach // 2)
+    close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * half + 1, 2 * half + 1))
+    closed = cv2.morphologyEx(np.pad(small, half), cv2.MORPH_CLOSE, close)[half:-half, half:-half]
+    closed = cv2.resize(closed, part.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    bays = np.zeros_like(hole)
+    bays[box] = closed & (1 - part)
+    if not bays.any():
+        return bays
+    guess = push_pull_fill(rgb, 1.0 - (hole | bays).astype(np.float32)).astype(np.uint8)
+    light = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0].astype(np.int16)
+    expected = cv2.cvtColor(guess, cv2.COLOR_RGB2LAB)[..., 0].astype(np.int16)
+    ghost = (bays > 0) & (light - expected > GHOST_LIGHT)
+    edge = max(1, grow // 3)
+    return cv2.dilate(
+        ghost.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge + 1,) * 2)
+    )
 
 
 def grown_box(mask: np.ndarray, reach: int) -> tuple[slice, slice]:
