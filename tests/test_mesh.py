@@ -31,6 +31,7 @@ from marionet.engine.cpu.rig import (
     joints_from_landmarks,
     label_parts,
     limb_lengths,
+    push_pull_fill,
     refine_mask,
     skirt_over_thighs,
 )
@@ -225,6 +226,26 @@ def test_a_light_remnant_in_a_bay_beside_the_person_leaves_with_them():
     background = fill_background(rgb, person, person).astype(int)
     assert background[85:95, 133:138].sum(axis=-1).max() < 250  # the sky's 140, not the hem's 710
     assert (background[10:15, 10:15] == (230, 230, 250)).all()  # scenery away from the bays stays
+
+
+def test_the_scenery_behind_a_standing_person_is_carried_across_their_narrow_hole():
+    # A dark horizon between a light sky and a lit road, and a leg in front of it. Filled from all around, the
+    # hole became a pale column through the horizon, which BlazePose read as a leg where the character's had
+    # gone; filled along the rows, the horizon runs on behind her.
+    rgb = np.zeros((240, 240, 3), np.uint8)
+    rgb[:100] = (150, 170, 210)  # sky
+    rgb[100:130] = (20, 20, 30)  # the horizon's buildings
+    rgb[130:] = (220, 200, 180)  # the road
+    leg = np.zeros((240, 240), np.float32)
+    leg[30:240, 105:125] = 1
+    rgb[leg > 0] = (240, 220, 200)
+    background = fill_background(rgb, leg, leg).astype(int)
+    horizon = background[108:122, 100:130].mean(axis=(0, 1))
+    assert np.abs(horizon - (20, 20, 30)).max() < 25
+    assert np.abs(background[180:230, 100:130] - (220, 200, 180)).max() < 20  # the road, not the leg
+    hole = cv2.dilate((leg > 0).astype(np.uint8), np.ones((31, 31), np.uint8))
+    around = push_pull_fill(rgb, 1.0 - hole.astype(np.float32))[108:122, 100:130].mean(axis=(0, 1))
+    assert around.mean() > horizon.mean() + 40  # what a fill from all around would have made of it
 
 
 def test_a_forearm_in_front_takes_its_pixels_and_the_body_beneath_is_filled():
