@@ -367,10 +367,10 @@ def _light_in_bays(rgb: np.ndarray, hole: np.ndarray, grow: int) -> np.ndarray:
 # A hole's row is filled by interpolating between the scenery at its two ends, with a weight that halves where
 # the row crosses ROW_REACH of the picture's short side (push-pull fills the rest): a standing person's hole is
 # narrow across, and the scenery's lines behind them (a horizon, a road's edge, a desk) run across too. Filled
-# from all around, the cartoon's legs left two pale columns of the lit road through the dark horizon, which
-# BlazePose read as a second pair of legs wherever hers moved away (the dance's jitter ratio 2.67 -> 1.9). The
-# ends' colours are the scenery's, averaged over ROW_BLUR hole growths; the rows' values are then smoothed
-# down the picture over ROW_SMOOTH, so no single row's end streaks across.
+# from all around, the cartoon's legs left two pale columns of the lit road through the dark horizon, shaped
+# like legs where hers had been (the eval's reading of the dance steadied: jitter ratio 2.67 -> 2.10). The
+# ends' colours are the scenery's, averaged over ROW_BLUR of the hole's growth; the rows' values are then
+# smoothed down the picture over ROW_SMOOTH of it, so no single row's end streaks across.
 ROW_REACH = 0.25
 ROW_BLUR = 1 / 6
 ROW_SMOOTH = 1 / 4
