@@ -164,6 +164,12 @@ def _image_histogram(path: Path) -> np.ndarray | None:
     return _person_histogram(rgb, result.segmentation_mask)
 
 
+def angles_between(va: np.ndarray, vb: np.ndarray) -> np.ndarray:
+    """(n,) the angle in degrees (0..180) between each pair of 2D vectors of `va` and `vb` (n, 2)."""
+    angle = np.abs(np.arctan2(va[:, 1], va[:, 0]) - np.arctan2(vb[:, 1], vb[:, 0]))
+    return np.degrees(np.minimum(angle, 2 * np.pi - angle))
+
+
 def limb_error(a: _Sequence, b: _Sequence) -> tuple[float, int, dict[str, float | None]]:
     """Mean angle (degrees) between the same limb segment in a and b, where both see both joints; the number of
     (frame, segment) pairs it is averaged over; and the mean per segment."""
@@ -180,9 +186,7 @@ def limb_error(a: _Sequence, b: _Sequence) -> tuple[float, int, dict[str, float 
             continue
         va = a.keypoints[seen, end, :2] - a.keypoints[seen, start, :2]
         vb = b.keypoints[seen, end, :2] - b.keypoints[seen, start, :2]
-        angle = np.abs(np.arctan2(va[:, 1], va[:, 0]) - np.arctan2(vb[:, 1], vb[:, 0]))
-        angle = np.minimum(angle, 2 * np.pi - angle)
-        errors.append(np.degrees(angle))
+        errors.append(angles_between(va, vb))
         per_segment[name] = float(errors[-1].mean())
     if not errors:
         return float("nan"), 0, per_segment

@@ -242,8 +242,7 @@ def _drawn_limb_error(joints: np.ndarray, reading) -> float:
         parent, child = (J[joint] for joint in RIG_SEGMENTS[name])
         drawn = joints[seen, child] - joints[seen, parent]
         read = reading.keypoints[seen, end, :2] - reading.keypoints[seen, start, :2]
-        angle = np.abs(np.arctan2(drawn[:, 1], drawn[:, 0]) - np.arctan2(read[:, 1], read[:, 0]))
-        errors.append(np.degrees(np.minimum(angle, 2 * np.pi - angle)))
+        errors.append(quality.angles_between(drawn, read))
     return float(np.concatenate(errors).mean())
 
 
