@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
 
 from marionet.api.app import create_app
 from marionet.config import Settings
@@ -192,6 +193,40 @@ def test_recovery_reruns_then_fails_after_max_attempts(store):
     assert failed == [task_id]
     task = store.get_task(task_id)
     assert task.status == "failed" and task.error_code == "worker_lost" and task.attempts == 2
+
+
+@pytest.mark.services
+def test_a_worker_frozen_inside_a_transaction_does_not_keep_its_task_from_being_taken_over(
+    tmp_path, monkeypatch
+):
+    # A worker stopped (SIGSTOP, a paused VM) between its heartbeat's UPDATE and the COMMIT held the task's row
+    # locked while frozen, and the reaper requeueing the task waited on that lock for as long: the cluster's
+    # stalled-worker test hung 240 s in about one run in eight. PostgreSQL now ends such a session.
+    from marionet.tasks import db
+
+    monkeypatch.setattr(db, "IDLE_IN_TRANSACTION_S", 1.0)  # 30 s in service; read when the engine is made
+    gen = _postgres_url()
+    url = next(gen)
+    _opened.add(url)
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    migrate(settings)
+    store = Store(settings)
+    key, _ = store.create_key("k")
+    task_id = new_task(store, key.id)
+    assert store.claim(task_id)
+    frozen = db.get_engine(url).connect()
+    reaper = ThreadPoolExecutor(max_workers=1)
+    try:
+        frozen.execute(update(Task).where(Task.id == task_id).values(heartbeat_at=time.time()))  # no COMMIT
+        recovery = reaper.submit(store.recover_interrupted, time.time() + 1)
+        assert recovery.result(timeout=20) == ([task_id], [])
+        assert store.get_task(task_id).status == "pending"
+        with pytest.raises(DBAPIError):  # thawed, the frozen worker learns its session was ended
+            frozen.commit()
+    finally:
+        frozen.close()  # rolls back, releasing the lock, where the session still stood
+        reaper.shutdown(wait=True)
+        next(gen, None)
 
 
 def test_only_the_attempt_that_owns_the_task_can_complete_it(store):

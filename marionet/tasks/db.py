@@ -19,6 +19,11 @@ _migrate_lock = threading.Lock()
 
 
 _WRITE = "marionet_write"
+# PostgreSQL ends a session left idle inside a transaction this long, releasing its row locks. A worker frozen
+# between a heartbeat's UPDATE and its COMMIT (a paused VM, SIGSTOP) otherwise held its task's row locked for
+# as long as it stayed frozen, and the reaper that came to requeue the task waited on that lock with it: the
+# task was never taken over. Every transaction marionet opens lasts milliseconds; a lease lasts 60 s.
+IDLE_IN_TRANSACTION_S = 30.0
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -48,7 +53,10 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
+    idle = f"-c idle_in_transaction_session_timeout={round(IDLE_IN_TRANSACTION_S * 1000)}"
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=30, connect_args={"options": idle}
+    )
 
 
 class Sessions:
