@@ -423,6 +423,29 @@ def test_a_character_photographed_with_her_elbow_towards_the_camera_keeps_her_ar
             assert 0.75 < ratio < 1.2, (bone, ratio)
 
 
+def test_hands_turn_at_the_wrist_only_where_the_driver_and_the_picture_both_show_them():
+    # A hand follows the driver's wrist -> hand direction as far as both the driver's landmarks and the
+    # picture's are seen: a hand the picture hides (behind the back) has no wrist to turn at, and a hand the
+    # driver's frame loses keeps its rest angle to the forearm.
+    track = dataclasses.replace(driving_track(), keypoints=driving_track().keypoints.copy())
+    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rig = cpu_engine._character(
+        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
+    )
+    hands = [J["l_hand"], J["r_hand"]]
+    trust = retarget(track, rig, "video").tip_trust
+    assert trust.shape == (track.frame_count, len(rig.joints))
+    assert trust[:, hands].mean() > 0.8  # the dancer's and the cartoon's hands are seen
+    hidden = dataclasses.replace(rig, visibility=rig.visibility.copy())
+    hidden.visibility[J["l_hand"]] = 0.2
+    trust_hidden = retarget(track, hidden, "video").tip_trust
+    assert trust_hidden[:, J["l_hand"]].max() == 0.0
+    assert np.array_equal(trust_hidden[:, J["r_hand"]], trust[:, J["r_hand"]])
+    track.keypoints[:10, pose.L_WRIST, 3] = 0.1
+    lost = retarget(track, rig, "video").tip_trust
+    assert lost[:10, J["l_hand"]].max() == 0.0 and np.array_equal(lost[10:], trust[10:])
+
+
 @pytest.mark.slow
 def test_a_landscape_clip_drives_a_portrait_character_as_large_as_a_portrait_clip_does():
     # The dance re-framed as a landscape clip: her frame scaled to 720 px high, a third of the way across a

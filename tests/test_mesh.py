@@ -13,7 +13,7 @@ from conftest import DATA
 from marionet.engine.cpu import pose
 from marionet.engine.cpu.engine import QUALITY, canvas_size
 from marionet.engine.cpu.mesh import UNDER, _beyond_head_outline, build_mesh, posed_vertices
-from marionet.engine.cpu.render import RenderSettings, render_frame, spec_transforms, tip_shifts
+from marionet.engine.cpu.render import RenderSettings, render_frame, spec_transforms, tip_poses
 from marionet.engine.cpu.retarget import Motion
 from marionet.engine.cpu.rig import (
     BONES,
@@ -102,7 +102,8 @@ def swung(joints: np.ndarray, pivot: str, names: list[str], turn: float) -> np.n
     return out
 
 
-def still(rig: CharacterRig, joints: np.ndarray) -> Motion:
+def still(rig: CharacterRig, joints: np.ndarray, tip_trust: float | None = None) -> Motion:
+    """One frame of `joints`; with `tip_trust`, the hands turn that much to their own bone's direction."""
     return Motion(
         joints=joints[None].copy(),
         arm_in_front=np.ones((1, 2), bool),
@@ -110,6 +111,7 @@ def still(rig: CharacterRig, joints: np.ndarray) -> Motion:
         scale=np.ones(1),
         mirrored=np.zeros(1, bool),
         axis_x=float(rig.joints[J["pelvis"], 0]),
+        tip_trust=None if tip_trust is None else np.full((1, len(joints)), tip_trust),
     )
 
 
@@ -167,11 +169,11 @@ def test_a_foreshortened_forearm_keeps_its_hand_full_size():
     joints[[wrist, hand]] += (short - 1.0) * (joints[wrist] - joints[elbow])
     motion = still(rig, joints)
     transforms = np.array(spec_transforms(rig, motion, 0, list(zip(mesh.specs, mesh.axes, strict=True))))
-    shifts = tip_shifts(rig, motion, 0, mesh.specs)
+    tips = tip_poses(rig, motion, 0, mesh.specs, mesh.axes, transforms)
     part = next(i for i, s in enumerate(mesh.specs) if s.name == "l_forearm")
     layer = next(layer for layer in mesh.layers if layer.part == part)
     own = layer.weights[:, part] > 0.999
-    posed = posed_vertices(layer, transforms, shifts)
+    posed = posed_vertices(layer, transforms, tips)
     axis = mesh.axes[part]
     rest_along = (layer.rest - rig.joints[wrist]) @ axis
     posed_along = (posed - joints[wrist]) @ axis
@@ -180,6 +182,64 @@ def test_a_foreshortened_forearm_keeps_its_hand_full_size():
     # Past the wrist the hand keeps its own length; the forearm itself is drawn short.
     assert np.allclose(posed_along[hand_side], rest_along[hand_side])
     assert np.allclose(posed_along[arm_side], short * rest_along[arm_side])
+
+
+def gloved_figure() -> tuple[CharacterRig, np.ndarray]:
+    """A drawn figure whose left hand is a green glove 40 px long past the wrist, and its rig's joints."""
+    skin, glove, shirt, sky = (225, 170, 140), (40, 200, 60), (235, 235, 240), (60, 90, 160)
+    joints = figure_joints(l_elbow=(215, 140), l_wrist=(218, 190), l_hand=(220, 210))
+    rgb = np.full((330, 300, 3), sky, np.uint8)
+    draw_limbs(rgb, joints, FIGURE_LEGS, skin, 16)
+    draw_limbs(rgb, joints, FIGURE_ARMS, skin, 22)
+    cv2.line(rgb, (218, 192), (221, 228), glove, 20)
+    cv2.circle(rgb, (150, 45), 28, skin, -1)
+    body = np.array([[108, 80], [192, 80], [205, 92], [188, 205], [112, 205], [95, 92]], np.int32)
+    cv2.fillPoly(rgb, [body], shirt)
+    alpha = np.any(rgb != sky, axis=2).astype(np.float32)
+    size = float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]]))
+    specs, labels, beneath = label_parts(alpha, joints, np.ones(len(joints)), size, rgb=rgb)
+    return mesh_rig(rgb, alpha, joints, sky, specs, labels, size, beneath), joints
+
+
+def glove_share(frame: np.ndarray, centre: np.ndarray, radius: int = 6) -> float:
+    """The share of glove-green pixels in the disk of `radius` around `centre` of a rendered frame."""
+    ys, xs = np.mgrid[: frame.shape[0], : frame.shape[1]]
+    disk = (xs - centre[0]) ** 2 + (ys - centre[1]) ** 2 <= radius**2
+    green = (frame[..., 1].astype(int) > 150) & (frame[..., 0].astype(int) < 110)
+    return float(green[disk].mean())
+
+
+def test_a_hand_turns_at_the_wrist_to_the_driver_s_hand():
+    # The driver flaps a hand up at the wrist: the character's hand turns with it, by as much as the driver's
+    # wrist and hand are trusted; the forearm stays where it is. Carried rigidly with the forearm, the elf's
+    # hand lay along it as a long paddle the pose reader took for the forearm (18 deg off on the half pair).
+    rig, joints = gloved_figure()
+    wrist = joints[J["l_wrist"]]
+    turned = swung(joints, "l_wrist", ["l_hand"], -np.pi / 2)  # the hand points out to the side
+    along = (joints[J["l_hand"]] - wrist) / np.linalg.norm(joints[J["l_hand"]] - wrist)
+    aside = (turned[J["l_hand"]] - wrist) / np.linalg.norm(turned[J["l_hand"]] - wrist)
+    kept = render_frame(rig, still(rig, turned, tip_trust=0.0), 0, RenderSettings())
+    flapped = render_frame(rig, still(rig, turned, tip_trust=1.0), 0, RenderSettings())
+    assert glove_share(kept, wrist + 25 * along) > 0.9 and glove_share(kept, wrist + 25 * aside) < 0.1
+    assert glove_share(flapped, wrist + 25 * aside) > 0.9 and glove_share(flapped, wrist + 25 * along) < 0.1
+    elbow_side = wrist - 20 * along  # the forearm itself is drawn alike either way
+    x, y = np.round(elbow_side).astype(int)
+    assert np.array_equal(kept[y - 3 : y + 4, x - 3 : x + 4], flapped[y - 3 : y + 4, x - 3 : x + 4])
+
+
+def test_a_hand_bent_back_over_its_wrist_is_drawn_whole_over_it():
+    # A forearm pointing at the camera is drawn short, and the driver's hand may point back along it. The hand
+    # then covers the wrist: drawn in the mesh's grid order, the two came out interleaved, a saw-tooth of the
+    # wrist's dark bracer through the elf's palm.
+    rig, joints = gloved_figure()
+    wrist = joints[J["l_wrist"]]
+    along = (joints[J["l_hand"]] - wrist) / np.linalg.norm(joints[J["l_hand"]] - wrist)
+    for turn in (np.radians(165), -np.radians(165)):
+        back = swung(joints, "l_wrist", ["l_hand"], turn)
+        frame = render_frame(rig, still(rig, back, tip_trust=1.0), 0, RenderSettings())
+        direction = (back[J["l_hand"]] - wrist) / np.linalg.norm(back[J["l_hand"]] - wrist)
+        assert glove_share(frame, wrist + 28 * direction) > 0.99, turn  # grid order: 0.93 and 0.97
+        assert glove_share(frame, wrist + 28 * along) < 0.1, turn
 
 
 def test_only_holes_the_segmentation_doubted_are_filled():

@@ -79,6 +79,16 @@ class MeshLayer:
     origin: tuple[int, int]
 
 
+@dataclass(frozen=True)
+class Tips:
+    """How the pixels past a limb's end joint (the forearm's hand, the shin's foot) are carried, per part."""
+
+    shifts: np.ndarray  # (parts, 2) per rest pixel past the end joint: the step that undoes foreshortening
+    turns: np.ndarray  # (parts,) radians the tip turns about its end joint, beyond the limb's own rotation
+    pivots: np.ndarray  # (parts, 2) the end joints as posed
+    ramps: np.ndarray  # (parts,) rest pixels past the end joint over which the turn grows to all of it
+
+
 @dataclass
 class CharacterMesh:
     specs: list[PartSpec]  # the parts the weights refer to (columns of MeshLayer.weights)
@@ -184,6 +194,9 @@ def build_mesh(
         hit = np.zeros(len(cx), bool)
         hit[inside] = near[cy[inside] - by0, cx[inside] - bx0] > 0
         chosen = np.nonzero(hit)[0]
+        # Triangles past the end joint last, in order along the bone: a hand bent back over its wrist is drawn
+        # whole over it (in grid order the two came out interleaved, a saw-tooth of wrist through the palm).
+        chosen = chosen[np.argsort(beyond[triangles[chosen], part].mean(axis=1), kind="stable")]
         used, local = np.unique(triangles[chosen], return_inverse=True)
         rx, ry, rw, rh = cv2.boundingRect(pixels)
         pad = 2
@@ -536,24 +549,35 @@ def _confine(
     return out
 
 
-def posed_vertices(layer: MeshLayer, transforms: np.ndarray, tip_shifts: np.ndarray) -> np.ndarray:
-    """(vertices, 2): sum over parts of weight * (A_part @ [x, y, 1] + beyond_part * tip_shift_part)."""
+def posed_vertices(layer: MeshLayer, transforms: np.ndarray, tips: Tips) -> np.ndarray:
+    """(vertices, 2): sum over parts of weight * the part's pose of the vertex: A_part @ [x, y, 1], and past a
+    limb's end joint, plus beyond_part * tip_shift_part, turned about the end joint by the tip's turn (growing
+    from nothing at the joint to all of it a ramp past it)."""
     homogeneous = np.hstack([layer.rest, np.ones((len(layer.rest), 1))])
     per_part = np.einsum("pij,vj->vpi", transforms, homogeneous)
-    per_part += layer.beyond[:, :, None] * tip_shifts[None, :, :]
+    per_part += layer.beyond[:, :, None] * tips.shifts[None, :, :]
+    for part in np.nonzero(tips.turns)[0]:
+        past = layer.beyond[:, part] > 0
+        if not past.any():
+            continue
+        angle = tips.turns[part] * np.minimum(layer.beyond[past, part] / tips.ramps[part], 1.0)
+        c, s = np.cos(angle), np.sin(angle)
+        offset = per_part[past, part] - tips.pivots[part]
+        per_part[past, part, 0] = tips.pivots[part, 0] + c * offset[:, 0] - s * offset[:, 1]
+        per_part[past, part, 1] = tips.pivots[part, 1] + s * offset[:, 0] + c * offset[:, 1]
     return np.einsum("vp,vpi->vi", layer.weights, per_part)
 
 
 def draw_layer(
-    canvas: np.ndarray, layer: MeshLayer, transforms: np.ndarray, tip_shifts: np.ndarray, interpolation: int
+    canvas: np.ndarray, layer: MeshLayer, transforms: np.ndarray, tips: Tips, interpolation: int
 ) -> None:
     """Deform `layer` by linear blend skinning and composite it over `canvas` (premultiplied "over").
 
-    `tip_shifts` (parts, 2): per rest pixel past a part's end joint, how far the part's own transform falls
-    short of carrying it unstretched: the hand and foot keep their size while the limb is foreshortened.
+    `tips`: how the pixels past a limb's end joint are carried (Tips, from render.tip_poses): the hand and foot keep their size
+    while the limb is foreshortened, and a hand may turn at the wrist.
     """
     height, width = canvas.shape[:2]
-    posed = posed_vertices(layer, transforms, tip_shifts)
+    posed = posed_vertices(layer, transforms, tips)
     x0, y0 = np.floor(posed.min(axis=0)).astype(int) - 1
     x1, y1 = np.ceil(posed.max(axis=0)).astype(int) + 2
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from marionet.engine.cpu import mesh as mesh_stage
+from marionet.engine.cpu.mesh import Tips
 from marionet.engine.cpu.retarget import Motion
 from marionet.engine.cpu.rig import CharacterRig, J, PartLayer, PartSpec
 
@@ -59,19 +60,54 @@ def spec_transforms(
     return out
 
 
-def tip_shifts(rig: CharacterRig, motion: Motion, frame: int, specs: list[PartSpec]) -> np.ndarray:
-    """(parts, 2): per rest pixel past a limb's end joint, the step along the posed bone that undoes its
-    foreshortening there. A forearm pointing at the camera is drawn short; its hand stays a hand, not a smear."""
+# A hand's turn at the wrist grows from nothing there to all of it this share of the hand's length past it. The
+# turn has no limit: clipped (at 90 deg), a hand pointing back along a forearm that points at the camera flipped
+# from one side of it to the other between frames (the half pair's frames 28 and 51).
+TIP_TURN_RAMP = 0.35
+TIP_KINDS = ("arm",)  # feet keep their angle to the shin
+
+
+def tip_poses(
+    rig: CharacterRig,
+    motion: Motion,
+    frame: int,
+    specs: list[PartSpec],
+    axes: np.ndarray,
+    transforms: np.ndarray,
+) -> Tips:
+    """Per limb part (`specs`, their rest `axes` and this frame's `transforms`), how its hand or foot is drawn. A forearm pointing at the camera is drawn short; its hand
+    stays a hand, not a smear (`shifts`). The hand keeps its rest angle to the forearm unless the driver's
+    wrist and hand are seen: then it turns to the driver's wrist -> hand direction (`turns`), as a hand does
+    when it is raised or flapped at the wrist."""
     posed = motion.joints[frame]
     scale = float(motion.scale[frame])
-    out = np.zeros((len(specs), 2))
+    shifts, turns = np.zeros((len(specs), 2)), np.zeros(len(specs))
+    pivots, ramps = np.zeros((len(specs), 2)), np.ones(len(specs))
     for part, spec in enumerate(specs):
-        if spec.kind in ("arm", "leg"):
-            bone = posed[spec.end] - posed[spec.start]
-            length = float(np.linalg.norm(bone))
-            along = length / max(float(np.linalg.norm(rig.joints[spec.end] - rig.joints[spec.start])), 1e-6)
-            out[part] = (scale - along) * bone / max(length, 1e-6)
-    return out
+        if spec.kind not in ("arm", "leg"):
+            continue
+        bone = posed[spec.end] - posed[spec.start]
+        length = float(np.linalg.norm(bone))
+        rest_length = float(np.linalg.norm(rig.joints[spec.end] - rig.joints[spec.start]))
+        along = length / max(rest_length, 1e-6)
+        shifts[part] = (scale - along) * bone / max(length, 1e-6)
+        pivots[part] = posed[spec.end]
+        if spec.kind not in TIP_KINDS or spec.reach == spec.end or motion.tip_trust is None:
+            continue
+        trust = float(motion.tip_trust[frame, spec.reach])
+        tip_rest = rig.joints[spec.reach]
+        ramps[part] = max(TIP_TURN_RAMP * float(np.linalg.norm(tip_rest - rig.joints[spec.end])), 1.0)
+        if trust <= 0.0:
+            continue
+        past = max(float((tip_rest - rig.joints[spec.start]) @ axes[part]) - rest_length, 0.0)
+        carried = transforms[part] @ np.append(tip_rest, 1.0) + past * shifts[part] - pivots[part]
+        wanted = posed[spec.reach] - posed[spec.end]
+        if np.linalg.norm(carried) < 1e-6 or np.linalg.norm(wanted) < 1e-6:
+            continue
+        turn = np.arctan2(wanted[1], wanted[0]) - np.arctan2(carried[1], carried[0])
+        turn = (turn + np.pi) % (2 * np.pi) - np.pi
+        turns[part] = trust * float(turn)
+    return Tips(shifts=shifts, turns=turns, pivots=pivots, ramps=ramps)
 
 
 def _bone_map(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, scale: float):
@@ -138,11 +174,11 @@ def render_frame(rig: CharacterRig, motion: Motion, frame: int, settings: Render
         transforms = np.array(
             spec_transforms(rig, motion, frame, list(zip(mesh.specs, mesh.axes, strict=True)))
         )
-        shifts = tip_shifts(rig, motion, frame, mesh.specs)
+        tips = tip_poses(rig, motion, frame, mesh.specs, mesh.axes, transforms)
         for layer in sorted(
             mesh.layers, key=lambda layer: (*_group_depth(layer.group, motion, frame), layer.distal)
         ):
-            mesh_stage.draw_layer(canvas, layer, transforms, shifts, settings.interpolation)
+            mesh_stage.draw_layer(canvas, layer, transforms, tips, settings.interpolation)
         return canvas
     height, width = canvas.shape[:2]
     transforms = part_transforms(rig, motion, frame)

@@ -16,6 +16,8 @@ from marionet.engine.cpu.rig import BONES, MIRROR_JOINTS, CharacterRig, J, joint
 
 # Bones whose on-screen length follows the driver's (foreshortening), clipped so a limb never vanishes.
 MIN_FORESHORTEN = 0.35
+# A hand follows the driver's own wrist -> hand direction as its joints' visibility rises between these.
+TIP_SEEN = (0.5, 0.8)
 
 
 @dataclass
@@ -28,6 +30,9 @@ class Motion:
     scale: np.ndarray  # (frames,) character scale against the rest pose
     mirrored: np.ndarray  # (frames,) bool: draw the character flipped horizontally
     axis_x: float  # rest-pose x the character is mirrored about (its pelvis)
+    # (frames, joints) 0..1: how far a hand turns to its own bone's direction (wrist -> hand) rather than keep
+    # its rest angle to the forearm: how well the driver's frame and the picture both show that bone's joints.
+    tip_trust: np.ndarray | None = None
 
 
 def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
@@ -42,8 +47,7 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
     else:
         # Keep the image's facing: a turned-around driver's left limbs drive the character's right ones.
         turned = facing != rig.facing
-        xy[turned] = xy[turned][:, MIRROR_JOINTS]
-        driver[turned, :, 2] = driver[turned][:, MIRROR_JOINTS, 2]
+        driver[turned] = driver[turned][:, MIRROR_JOINTS]
 
     vectors = np.stack([xy[:, c] - xy[:, p] for p, c in BONES], axis=1)  # (frames, bones, 2)
     lengths = np.linalg.norm(vectors, axis=2)
@@ -76,6 +80,11 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         joints[:, c] = joints[:, p] + step
     depth = driver[..., 2] / np.maximum(driver_size, 1e-6)[:, None]
     arm_in_front, left_leg_in_front = _layering(depth)
+    # Both the driver's and the image's: a hand the picture hides (behind the back) has no wrist to turn at.
+    seen = np.minimum(_seen(driver[..., 3]), _seen(rig.visibility)[None, :])
+    tip_trust = np.zeros((frames, len(rig.joints)))
+    for p, c in BONES:
+        tip_trust[:, c] = np.minimum(seen[:, p], seen[:, c])
     return Motion(
         joints=joints,
         arm_in_front=arm_in_front,
@@ -83,7 +92,12 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         scale=scale,
         mirrored=mirrored,
         axis_x=float(rig.joints[J["pelvis"], 0]),
+        tip_trust=tip_trust,
     )
+
+
+def _seen(visibility: np.ndarray) -> np.ndarray:
+    return np.clip((visibility - TIP_SEEN[0]) / (TIP_SEEN[1] - TIP_SEEN[0]), 0.0, 1.0)
 
 
 # orientation "video": between the driver's reach over the clip and the canvas's edge, a share of the canvas's
