@@ -27,9 +27,10 @@ from conftest import DATA
 from marionet.config import Settings
 from marionet.engine import PROMPT_WARNING, load_engine
 from marionet.engine.base import AnimationRequest, AnimationResult
-from marionet.engine.cpu import CpuEngine, pose, prefetch
+from marionet.engine.cpu import CpuEngine, pose, prefetch, rigcache
 from marionet.engine.cpu import engine as cpu_engine
 from marionet.engine.cpu.prefetch import forked_map, ordered_map
+from marionet.engine.cpu.render import RenderSettings, render_frame
 from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import J, joints_from_landmarks
 from marionet.errors import EngineError, MarionetError, TaskCancelled
@@ -153,18 +154,54 @@ def test_pro_mode_is_1080p_with_audio():
 
 
 @pytest.mark.slow
-def test_pose_track_is_cached_by_content(tmp_path):
-    rendered("half")  # fills the cache for halfbody_talk_3s.mp4
-    copy = tmp_path / "same-dance-other-name.mp4"
-    shutil.copyfile(DATA / "halfbody_talk_3s.mp4", copy)
+def test_pose_track_and_rig_are_cached_by_content(tmp_path, monkeypatch):
+    rendered("half")  # fills the cache for halfbody_talk_3s.mp4 and the elf's rig
+    video, image = tmp_path / "same-dance-other-name.mp4", tmp_path / "same-elf-other-name.jpg"
+    shutil.copyfile(DATA / "halfbody_talk_3s.mp4", video)
+    shutil.copyfile(DATA / "halfbody_ref_elf.jpg", image)
+    built = []
+    build = cpu_engine._character
+    monkeypatch.setattr(cpu_engine, "_character", lambda *args: built.append(args) or build(*args))
     calls: list[tuple[float, str]] = []
-    request = AnimationRequest(
-        DATA / "halfbody_ref_elf.jpg", copy, tmp_path / "out.mp4", keep_original_sound=False
-    )
+    request = AnimationRequest(image, video, tmp_path / "out.mp4", keep_original_sound=False)
     result = CpuEngine(cache_dir=CACHE).animate(request, lambda f, m: calls.append((f, m)))
     assert result.frame_count == 106
     assert {m for _, m in calls} == {"rendering"}  # no pose pass: the track came from the cache
-    assert len(list(CACHE.glob("*.npz"))) >= 1
+    assert built == []  # no rig built: it came from the cache too
+    assert list(CACHE.glob(f"*-{pose.TRACK_VERSION}.npz")) and list(CACHE.glob("rig-*.npz"))
+
+
+def test_a_cached_rig_draws_the_same_frames_and_a_change_to_what_builds_it_builds_it_again(
+    tmp_path, monkeypatch
+):
+    image, opacity = cpu_engine._read_image(DATA / "dance_ref_cartoon.png")
+    mode = cpu_engine.QUALITY["std"]
+    canvas = cpu_engine.canvas_size(image.shape[1], image.shape[0], mode.short_side)
+    built = []
+    build = cpu_engine._character
+    monkeypatch.setattr(cpu_engine, "_character", lambda *args: built.append(args) or build(*args))
+    path = tmp_path / rigcache.rig_key("ab" * 32, canvas, mode.mesh_cells)
+    fresh = cpu_engine._cached_character(path, image, opacity, canvas, mode.mesh_cells)
+    again = cpu_engine._cached_character(path, image, opacity, canvas, mode.mesh_cells)
+    assert len(built) == 1 and again is not fresh
+    motion = retarget(driving_track(), fresh, "video")
+    for frame in (0, 120, 250):
+        drawn = [render_frame(rig, motion, frame, RenderSettings()) for rig in (fresh, again)]
+        assert np.array_equal(*drawn)
+    path.write_bytes(b"half a rig")  # damaged: built again, and the cache mended
+    cpu_engine._cached_character(path, image, opacity, canvas, mode.mesh_cells)
+    assert len(built) == 2 and rigcache.load_rig(path) is not None
+    # Another image, canvas or mesh density is another rig; so is any change to the code that builds one.
+    keys = {
+        path.name,
+        rigcache.rig_key("cd" * 32, canvas, mode.mesh_cells),
+        rigcache.rig_key("ab" * 32, (canvas[0] + 2, canvas[1]), mode.mesh_cells),
+        rigcache.rig_key("ab" * 32, canvas, mode.mesh_cells + 1),
+        rigcache.rig_key("ab" * 32, canvas, None),
+    }
+    monkeypatch.setattr(rigcache, "builder_version", lambda: "0123456789abcdef")
+    keys.add(rigcache.rig_key("ab" * 32, canvas, mode.mesh_cells))
+    assert len(keys) == 6
 
 
 @pytest.mark.slow

@@ -9,8 +9,9 @@ Layout under `storage_dir/cache` (shared by every worker of a cluster, like the 
   `MARIONET_INPUT_CACHE_TTL_S` ago is not fetched again. A lock file beside it makes concurrent tasks asking
   for the same URL wait for one fetch instead of each fetching.
 - `tmp/`: downloads in progress, renamed into `blobs/` when complete.
-- `poses/<sha256 of the video>-<version>.npz`: the CPU engine's pose track of a driving video (written and
-  read by the engine, which marks a track used each time it reads one).
+- `poses/<sha256 of the video>-<version>.npz`: the CPU engine's pose track of a driving video, and
+  `poses/rig-<sha256 of the image>-<canvas>-<mesh density>-<builders' version>.npz` its rig of a character
+  image (both written and read by the engine, which marks an entry used each time it reads one).
 Entries unused for `retention_hours` are removed by `prune()`, which ingestion runs at most once an hour and
 the retention janitor on its own schedule.
 """

@@ -1,12 +1,14 @@
 """The CPU engine, top to bottom: pose -> character -> retarget -> render -> MP4.
 
-Pass 1 reads the driving video once into a pose track (cached by the file's content hash); pass 2 renders
-from the track without decoding the video again, so memory stays flat whatever the clip's length.
+Pass 1 reads the driving video once into a pose track (cached by the file's content hash) while the character's
+rig is built (cached by the image's); pass 2 renders from the track without decoding the video again, so memory
+stays flat whatever the clip's length.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from marionet.engine.cpu.prefetch import drawn_frames
 from marionet.engine.cpu.render import RenderSettings, render_frame
 from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import CharacterRig, build_character
+from marionet.engine.cpu.rigcache import load_rig, rig_key, save_rig
 from marionet.errors import EngineError, InputError
 from marionet.media.cache import file_sha256
 from marionet.media.validate import decode_with_alpha
@@ -80,16 +83,18 @@ class CpuEngine:
     def animate(self, request: AnimationRequest, progress: ProgressFn = no_progress) -> AnimationResult:
         warnings = task_warnings(self.name, request.prompt)
         quality = QUALITY[request.mode]
-        image, opacity = _read_image(request.image_path)
+        image_bytes = request.image_path.read_bytes()
+        image, opacity = _read_image(image_bytes)
         info = probe_video(request.video_path)
         canvas = canvas_size(image.shape[1], image.shape[0], quality.short_side)
         use_mesh = self.renderer == "mesh"
-        # The image's pose, cut-out and rig run in a thread beside the video's pose pass (its decoder and two
-        # BlazePose graphs); a character that fails stops the pose pass at its next batch.
+        cells = quality.mesh_cells if use_mesh else None
+        rig_path = self.cache_dir / rig_key(hashlib.sha256(image_bytes).hexdigest(), canvas, cells)
+        # The image's pose, cut-out and rig (from the cache, when this image was animated before) run in a
+        # thread beside the video's pose pass (its decoder and two BlazePose graphs); a character that fails
+        # stops the pose pass at its next batch.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marionet-rig") as pool:
-            character = pool.submit(
-                _character, image, opacity, canvas, quality.mesh_cells if use_mesh else None
-            )
+            character = pool.submit(_cached_character, rig_path, image, opacity, canvas, cells)
 
             def stop_if_character_failed() -> None:
                 if character.done() and character.exception() is not None:
@@ -200,9 +205,21 @@ def _character(
     return build_character(image, image_pose, canvas, mesh_cells, opacity=opacity)
 
 
-def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The image as RGB and, for a cut-out (a PNG with transparency), its opacity."""
-    decoded = decode_with_alpha(path.read_bytes())
+def _cached_character(
+    path: Path, image: np.ndarray, opacity: np.ndarray | None, canvas: tuple[int, int], cells: float | None
+) -> CharacterRig:
+    """The rig cached at `path`, or one built now and cached there."""
+    rig = load_rig(path)
+    if rig is None:
+        rig = _character(image, opacity, canvas, cells)
+        with contextlib.suppress(OSError):  # a read-only or full cache only costs speed next time
+            save_rig(rig, path)
+    return rig
+
+
+def _read_image(data: bytes | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image (its bytes, or its file) as RGB and, for a cut-out (a PNG with transparency), its opacity."""
+    decoded = decode_with_alpha(data.read_bytes() if isinstance(data, Path) else data)
     if decoded is None:
         raise InputError("The image could not be decoded.", code="image_invalid", param="image_url")
     return decoded
