@@ -299,7 +299,7 @@ def test_a_video_that_starts_without_anyone_is_animated_from_its_first_frame(tmp
     request = AnimationRequest(DATA / "halfbody_ref_elf.jpg", video, tmp_path / "out.mp4")
     result = CpuEngine(cache_dir=tmp_path / "poses").animate(request)
     assert result.frame_count == probe_video(video).output_frame_count == info.output_frame_count + 30
-    track = pose.load_track(next((tmp_path / "poses").glob("*.npz")))
+    track = pose.load_track(next((tmp_path / "poses").glob(f"*-{pose.TRACK_VERSION}.npz")))
     assert not track.detected[:30].any() and track.detected[30:].mean() > 0.95
     body = track.keypoints[:, : pose.R_HIP + 1, :2]  # head, arms and hips: what a half-body clip shows
     # The first pose seen, held; the zero-lag smoothing eases into the first motion over the last few frames.
@@ -341,7 +341,7 @@ def test_a_dancer_too_small_for_the_detector_is_found_and_followed(tmp_path):
     fractions = [fraction for fraction, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0  # the second look moves the bar on
     assert "analysing motion where they are" in {message for _, message in calls}
-    found = pose.load_track(next((tmp_path / "poses").glob("*.npz")))
+    found = pose.load_track(next((tmp_path / "poses").glob(f"*-{pose.TRACK_VERSION}.npz")))
     assert found.person_share > 0.95
     reference = pose.extract_pose_track(full, probe_video(full), lambda done: None)
     placed = reference.keypoints.copy()
@@ -809,6 +809,21 @@ def test_pruning_drops_pose_tracks_nobody_read_within_retention_and_keeps_those_
     assert loaded is not None and np.array_equal(loaded.keypoints, keypoints)
     assert cache.prune() == 1
     assert used.exists() and not unused.exists()
+
+
+def test_a_damaged_or_foreign_file_in_the_pose_cache_reads_as_no_track(tmp_path):
+    # A track cut short (a full disk, a copy interrupted) or another file under its name must cost a pose pass,
+    # never the task: np.load raised BadZipFile on the one and TypeError on a rig's arrays.
+    keypoints = np.random.default_rng(0).random((12, 33, 4), dtype=np.float32)
+    track = pose.PoseTrack(keypoints=keypoints, detected=np.ones(12, bool), fps=24.0, width=64, height=48)
+    whole, cut = tmp_path / "whole.npz", tmp_path / "cut.npz"
+    pose.save_track(track, whole)
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert pose.load_track(whole) is not None and pose.load_track(cut) is None
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, meta=np.array("{}"), keypoints=np.zeros(3))
+    assert pose.load_track(foreign) is None
+    assert rigcache.load_rig(cut) is None and rigcache.load_rig(whole) is None
 
 
 def test_load_engine_follows_the_given_settings_not_the_environment(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import math
 import os
 import queue
 import threading
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -756,8 +757,8 @@ def load_track(path: Path) -> PoseTrack | None:
                 width=int(width),
                 height=int(height),
             )
-    except (OSError, KeyError, ValueError):
-        return None
+    except (OSError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return None  # damaged, or not a track: a pose pass writes it again
     with contextlib.suppress(OSError):  # a read-only cache still serves
         os.utime(path)
     return track
