@@ -541,6 +541,13 @@ def test_the_driver_s_frame_is_fitted_whole_unless_the_person_would_come_out_sma
     # A presenter cut off by the frame's bottom: its bottom edge stays at or below the canvas's.
     fit, offset = _frame_fit(person(500, 800, 150, 1080), (1920, 1080), canvas, 120.0)
     assert fit > 720 / 1920 and offset[1] + 1080 * fit >= 1280 - 1e-6
+    # Someone at a landscape frame's right edge (a second, smaller person left of them is not followed): the
+    # frame's right edge on the canvas's, so they stay on it whole.
+    edge = person(900, 1280, 100, 700)
+    fit, offset = _frame_fit(edge, (1280, 720), canvas, 100.0)
+    on_canvas = edge * fit + offset
+    assert offset[0] + 1280 * fit == pytest.approx(720)
+    assert on_canvas[..., 0].min() >= 0 and on_canvas[..., 0].max() <= 720 + 1e-6
 
 
 def test_ordered_map_keeps_order_raises_the_error_and_stops_early():

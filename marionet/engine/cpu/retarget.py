@@ -132,15 +132,18 @@ def _frame_fit(
     for axis in range(2):
         if size[axis] * fit <= room[axis]:
             continue
-        # Bounds on the offset: the reach inside the margins; a cut-off side's frame edge on or past the canvas's.
+        # Bounds on the offset: the reach inside the margins; where the person meets the frame's edge, that edge
+        # on the canvas's (past it would cut more of them off, short of it show the cut; with only a bound
+        # one way, someone at a landscape frame's right edge was slid off a portrait canvas).
         if low[axis] > 0:
             first, last = margin[axis] - fit * low[axis], np.inf
         else:
-            first, last = -np.inf, 0.0
+            first, last = 0.0, 0.0
+        edge = room[axis] - fit * size[axis]
         if high[axis] < size[axis]:
             last = min(last, room[axis] - margin[axis] - fit * high[axis])
         else:
-            first = max(first, room[axis] - fit * size[axis])
+            first, last = max(first, edge), min(last, edge)
         offset[axis] = np.clip(offset[axis], first, last) if first <= last else (first + last) / 2
     return fit, offset
 
