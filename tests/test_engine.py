@@ -548,6 +548,12 @@ def test_the_driver_s_frame_is_fitted_whole_unless_the_person_would_come_out_sma
     on_canvas = edge * fit + offset
     assert offset[0] + 1280 * fit == pytest.approx(720)
     assert on_canvas[..., 0].min() >= 0 and on_canvas[..., 0].max() <= 720 + 1e-6
+    # And at its left edge.
+    edge[..., 0] = 1280 - edge[..., 0]
+    fit, offset = _frame_fit(edge, (1280, 720), canvas, 100.0)
+    on_canvas = edge * fit + offset
+    assert offset[0] == pytest.approx(0)
+    assert on_canvas[..., 0].min() >= -1e-6 and on_canvas[..., 0].max() <= 720
 
 
 def test_ordered_map_keeps_order_raises_the_error_and_stops_early():
