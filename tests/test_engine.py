@@ -433,6 +433,34 @@ def test_a_small_character_s_silhouette_is_the_crops_not_the_whole_picture_s_coa
     assert (found.mask > 0.5).sum() == (found.mask[top : top + height, left : left + width] > 0.5).sum()
 
 
+def test_of_two_people_in_the_picture_the_larger_is_the_character():
+    # The cartoon's picture on the right of a dark one, the dancer's frame at 0.6 of its height on the left.
+    # BlazePose reads the dancer (its detector scores her higher), and she was animated; the hosted service
+    # follows the largest person, and so does the character.
+    cartoon = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    height, width = cartoon.shape[:2]
+    dancer = next(rgb for index, _, rgb in read_frames(DATA / "dance_fullbody_12s.mp4") if index == 144)
+    dancer = cv2.resize(
+        dancer, (round(dancer.shape[1] * 0.6 * height / dancer.shape[0]), round(0.6 * height))
+    )
+    picture = np.full((height, 2 * width, 3), 30, np.uint8)
+    picture[:, width:] = cartoon
+    picture[height - dancer.shape[0] :, 40 : 40 + dancer.shape[1]] = dancer
+    with pose.pose_solution().Pose(static_image_mode=True, enable_segmentation=True) as whole:
+        assert pose._static_pose(whole, picture)[0][pose.NOSE, 0] < width  # the misreading: the dancer
+    alone = pose.detect_image_pose(cartoon)
+    found = pose.detect_image_pose(picture)
+    shoulders, arms = _arms(found.keypoints - (width, 0, 0, 0))
+    alone_shoulders, alone_arms = _arms(alone.keypoints)
+    assert (
+        np.abs(found.keypoints[:, :2] - (width, 0) - alone.keypoints[:, :2])[: pose.L_HIP].max()
+        < 0.05 * height
+    )
+    assert abs(shoulders - alone_shoulders) < 0.05 * alone_shoulders
+    assert abs(arms - alone_arms) < 0.1 * alone_arms
+    assert (found.mask[:, :width] > 0.5).sum() < 0.01 * (found.mask > 0.5).sum()
+
+
 def test_a_character_photographed_with_her_elbow_towards_the_camera_keeps_her_arm_s_length():
     # The dancer's own frame 104, mirrored, as the character: one elbow points at the camera there, and her
     # upper arm is drawn 0.54 of its length in the rest of her video. Kept at that length, it was a stump

@@ -144,11 +144,16 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
 
     When the whole picture shows nobody, it is searched in windows (IMAGE_WINDOWS) and the person found there is
     read the same way: the contract recommends only that the person fill more than 5 % of the frame, and a
-    person a third of the picture's height was not found whole."""
+    person a third of the picture's height was not found whole.
+
+    With several people in the picture, the largest is animated, as the hosted service follows the largest
+    person in the video: the one found first is hidden and the picture read again (_larger_in_image)."""
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         found = _read_person(pose, rgb, _static_pose(pose, rgb))
         if found is None:
             found = _read_person(pose, rgb, _found_in_windows(pose, rgb))
+        else:
+            found = _read_person(pose, rgb, _larger_in_image(pose, rgb, found[0], found[1])) or found
     if found is None:
         return None
     points, mask = found
@@ -188,6 +193,30 @@ def _read_person(
     if not _is_person(points, mask):
         return None
     return points, np.clip(mask, 0.0, 1.0)
+
+
+def _larger_in_image(
+    pose, rgb: np.ndarray, points: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Someone larger (torso LARGER_PERSON times as long) than the person read at `points` (their `mask`), read
+    with that person hidden: their silhouette, within a box around their landmarks, painted grey. None when
+    nobody else is seen, or nobody larger. BlazePose reads whoever its detector scores best, and in a picture of
+    the cartoon beside a smaller photographed dancer that was the dancer."""
+    height, width = rgb.shape[:2]
+    torso = max(float(torso_length(points)), 1.0)
+    seen = points[points[:, 3] >= 0.5, :2] if (points[:, 3] >= 0.5).sum() >= 4 else points[:, :2]
+    (x0, y0), (x1, y1) = np.floor(seen.min(axis=0) - 0.5 * torso), np.ceil(seen.max(axis=0) + 0.5 * torso)
+    x0, y0, x1, y1 = max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1))
+    reach = max(3, int(round(0.1 * torso)) | 1)
+    silhouette = cv2.dilate((mask > 0.3).astype(np.uint8), np.ones((reach, reach), np.uint8))
+    hidden = rgb.copy()
+    hidden[y0:y1, x0:x1][silhouette[y0:y1, x0:x1] > 0] = 128
+    other = _static_pose(pose, hidden)
+    if other is None or not _is_person(*other):
+        return None
+    if float(torso_length(other[0])) < LARGER_PERSON * torso_length(points):
+        return None
+    return other
 
 
 def _is_person(points: np.ndarray, mask: np.ndarray) -> bool:
