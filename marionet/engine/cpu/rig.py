@@ -185,7 +185,7 @@ def build_character(
     keypoints[:, 2] *= sx  # BlazePose's z is on the x scale
     joints4 = joints_from_landmarks(keypoints)
     joints = joints4[:, :2].astype(np.float64)
-    visibility = joints4[:, 3]
+    visibility = unconfirmed_hands_unseen(joints, joints4[:, 3], image_pose.hands, canvas)
     size = max(float(np.linalg.norm(joints[J["neck"]] - joints[J["pelvis"]])), 1.0)
     joints = centre_hinges(joints, alpha, size)
     lengths = limb_lengths(joints, joints4[:, 2], visibility, (width, height))
@@ -219,6 +219,23 @@ def build_character(
         cut_at_bottom=bool(alpha[-2:].max() > 0.5),
         mesh=mesh,
     )
+
+
+def unconfirmed_hands_unseen(
+    joints: np.ndarray, visibility: np.ndarray, hands: dict[str, np.ndarray], canvas: tuple[int, int]
+) -> np.ndarray:
+    """`visibility` with a wrist and hand marked unseen where the elbow is outside the picture and MediaPipe
+    Hands found no hand at that wrist. In a head-and-shoulders picture BlazePose still places the arms, and it
+    put one raised, its wrist on the elf's ear (visibility 0.84) with the elbow below the picture: her ear and
+    hair became a forearm, and flapped with the driver's arm. A hand raised into a close picture from below
+    it is a hand MediaPipe Hands finds."""
+    width, height = canvas
+    out = visibility.copy()
+    for side in ("left", "right"):
+        elbow = joints[J[f"{side[0]}_elbow"]]
+        if side not in hands and not (0 <= elbow[0] < width and 0 <= elbow[1] < height):
+            out[[J[f"{side[0]}_wrist"], J[f"{side[0]}_hand"]]] = 0.0
+    return out
 
 
 # A limb the picture shows pointing at the camera is short in it, and a character drawn with that length in
