@@ -764,3 +764,67 @@ def test_an_arm_over_the_body_s_side_leaves_it_whole_and_one_clear_of_it_leaves_
         ghost = (np.abs(frame - shirt).sum(axis=2) < 40) & beside & off
         assert (sky_shown & trunk & off).sum() == 0, (turn, int((sky_shown & trunk & off).sum()))
         assert ghost.sum() == 0, (turn, int(ghost.sum()))
+
+
+@functools.cache
+def headshot() -> tuple[pose.ImagePose, CharacterRig, np.ndarray]:
+    """The elf's head and shoulders (the top 55 % of her picture, 0.6 of its height wide): her posed rig, over
+    a magenta background, and the labels of her parts."""
+    import marionet.engine.cpu.rig as rig_module
+
+    elf = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    height, width = elf.shape[:2]
+    rgb = np.ascontiguousarray(
+        elf[: int(0.55 * height), width // 2 - int(0.3 * height) : width // 2 + int(0.3 * height)]
+    )
+    image_pose = pose.detect_image_pose(rgb)
+    seen, original = {}, rig_module.label_parts
+
+    def spy(*args, **kwargs):
+        seen["labels"] = (result := original(*args, **kwargs))[1]
+        return result
+
+    rig_module.label_parts = spy
+    try:
+        canvas = canvas_size(rgb.shape[1], rgb.shape[0], 720)
+        rig = build_character(rgb, image_pose, canvas, QUALITY["std"].mesh_cells)
+    finally:
+        rig_module.label_parts = original
+    rig.background = np.zeros_like(rig.background)
+    rig.background[:] = (255, 0, 255)
+    return image_pose, rig, seen["labels"]
+
+
+def test_a_head_and_shoulders_picture_s_ear_is_no_forearm():
+    # BlazePose still places the arms in a head-and-shoulders picture: it put the elf's right one raised, its
+    # wrist on her ear (visibility 0.84) and its elbow below the picture. Her ear and hair became a forearm and
+    # flapped with the driver's arm. A wrist at the end of a forearm from outside the picture, where MediaPipe
+    # Hands finds no hand, is not seen.
+    image_pose, rig, _ = headshot()
+    points = image_pose.keypoints
+    height, width = image_pose.mask.shape
+    assert points[pose.R_WRIST, 3] > 0.5 and 0 <= points[pose.R_WRIST, 1] < height  # the misreading
+    assert points[pose.R_ELBOW, 1] >= height and "right" not in image_pose.hands
+    assert rig.visibility[J["r_wrist"]] == 0 and rig.visibility[J["r_hand"]] == 0
+    assert not [layer for layer in rig.mesh.layers if rig.mesh.specs[layer.part].name.endswith("forearm")]
+
+
+def test_a_head_turning_over_a_wide_seam_with_the_torso_opens_no_line_of_background():
+    # A head-and-shoulders picture's head meets the torso along her jaw, collar and the hair over her
+    # shoulders, far wider than the neck it blends with the torso around: turned, it opened a line of
+    # background along that seam. The torso keeps a band of the head's pixels there, drawn beneath it.
+    _, rig, labels = headshot()
+    kinds = [s.kind for s in rig.mesh.specs]
+    head, torso = labels == kinds.index("head"), labels == kinds.index("torso")
+    # The band either side of the seam that a turn of 0.2 rad moves the head's edge across, far from the neck.
+    near = lambda mask: cv2.dilate(mask.astype(np.uint8), np.ones((61, 61), np.uint8)) > 0  # noqa: E731
+    rest = render_frame(rig, still(rig, rig.joints), 0, RenderSettings()).astype(int)
+    person = np.abs(rest - (255, 0, 255)).sum(axis=2) > 60
+    interior = cv2.erode(person.astype(np.uint8), np.ones((17, 17), np.uint8)) > 0
+    seam = near(head) & near(torso) & interior
+    assert seam.sum() > 5000
+    for turn in (-0.2, -0.1, 0.1, 0.2):
+        turned = swung(rig.joints, "neck", ["head"], turn)
+        frame = render_frame(rig, still(rig, turned), 0, RenderSettings()).astype(int)
+        holes = (np.abs(frame - (255, 0, 255)).sum(axis=2) < 60) & seam
+        assert holes.sum() <= 0.01 * seam.sum(), (turn, int(holes.sum()), int(seam.sum()))

@@ -130,6 +130,8 @@ def build_mesh(
     uncapped = labels
     labels = _with_caps(labels, person, joints, specs, set(np.unique(labels[covered]).tolist()))
     kept = _kept_under_caps(uncapped, labels, joints, specs)
+    below_head = _torso_beneath_head(uncapped, joints, specs)
+    kept[below_head & (kept < 0)] = [s.kind for s in specs].index("torso")
     margin = int(np.ceil(1.5 * cell))
     ys, xs = np.nonzero(person)
     x0, y0 = xs.min() - margin, ys.min() - margin
@@ -275,6 +277,34 @@ def _kept_under_caps(
         towards = joints[inner[spec.start]] - joints[spec.start]
         side = (xs - joints[spec.start][0]) * towards[0] + (ys - joints[spec.start][1]) * towards[1] >= 0
         out[ys[side], xs[side]] = parent
+    return out
+
+
+HEAD_SEAM = 0.25  # the band of the head's pixels along its seam with the torso the torso keeps, in head radii
+
+
+def _torso_beneath_head(uncapped: np.ndarray, joints: np.ndarray, specs: list[PartSpec]) -> np.ndarray:
+    """The head's pixels within HEAD_SEAM head radii of the torso's, which the torso keeps too (drawn beneath,
+    as the body under the shoulders' caps): the head is rigid and blends with the torso only around the neck,
+    and where its seam with the torso is wide (hair over the shoulders, a head-and-shoulders picture's jaw and
+    collar) a turn of the head opened a line of background along it. The torso's copy of the seam shows there
+    instead, moving with the torso's edge."""
+    kinds = [s.kind for s in specs]
+    if "head" not in kinds or "torso" not in kinds:
+        return np.zeros(uncapped.shape, bool)
+    # The body the head meets: the torso, and the shoulders' tops, which the upper arms take.
+    body = [
+        kinds.index("torso"),
+        *(i for i, s in enumerate(specs) if s.kind == "arm" and PARENT[s.name] == "torso"),
+    ]
+    head, below = uncapped == kinds.index("head"), np.isin(uncapped, body)
+    if not head.any() or not below.any():
+        return np.zeros(uncapped.shape, bool)
+    reach = max(2.0, HEAD_SEAM * head_radius(joints))
+    box = grown_box(head.astype(np.uint8), int(np.ceil(reach)) + 1)
+    away = cv2.distanceTransform((~below[box]).astype(np.uint8), cv2.DIST_L2, 3)
+    out = np.zeros(uncapped.shape, bool)
+    out[box] = head[box] & (away <= reach)
     return out
 
 
