@@ -153,7 +153,7 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
         if found is None:
             found = _read_person(pose, rgb, _found_in_windows(pose, rgb))
         else:
-            found = _read_person(pose, rgb, _larger_in_image(pose, rgb, found[0], found[1])) or found
+            found = _read_person(pose, rgb, _larger_in_image(pose, rgb, found[0])) or found
     if found is None:
         return None
     points, mask = found
@@ -195,26 +195,25 @@ def _read_person(
     return points, np.clip(mask, 0.0, 1.0)
 
 
-def _larger_in_image(
-    pose, rgb: np.ndarray, points: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Someone larger (torso LARGER_PERSON times as long) than the person read at `points` (their `mask`), read
-    with that person hidden: their silhouette, within a box around their landmarks, painted grey. None when
-    nobody else is seen, or nobody larger. BlazePose reads whoever its detector scores best, and in a picture of
-    the cartoon beside a smaller photographed dancer that was the dancer."""
+def _larger_in_image(pose, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Someone else, larger (torso LARGER_PERSON times as long) than the person read at `points`, read with a
+    box around that person's landmarks painted grey; None when nobody else is seen, or nobody larger.
+    BlazePose reads whoever its detector scores best, and in a picture of the cartoon beside a smaller
+    photographed dancer that was the dancer. A box, not the person's silhouette: a grey silhouette is read as
+    a person, and the dancer's own frame was taken for someone larger than her, with a mask of grey."""
     height, width = rgb.shape[:2]
     torso = max(float(torso_length(points)), 1.0)
     seen = points[points[:, 3] >= 0.5, :2] if (points[:, 3] >= 0.5).sum() >= 4 else points[:, :2]
-    (x0, y0), (x1, y1) = np.floor(seen.min(axis=0) - 0.5 * torso), np.ceil(seen.max(axis=0) + 0.5 * torso)
-    x0, y0, x1, y1 = max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1))
-    reach = max(3, int(round(0.1 * torso)) | 1)
-    silhouette = cv2.dilate((mask > 0.3).astype(np.uint8), np.ones((reach, reach), np.uint8))
+    (x0, y0), (x1, y1) = seen.min(axis=0) - 0.25 * torso, seen.max(axis=0) + 0.25 * torso
     hidden = rgb.copy()
-    hidden[y0:y1, x0:x1][silhouette[y0:y1, x0:x1] > 0] = 128
+    hidden[max(0, int(y0)) : max(0, int(np.ceil(y1))), max(0, int(x0)) : max(0, int(np.ceil(x1)))] = 128
     other = _static_pose(pose, hidden)
     if other is None or not _is_person(*other):
         return None
-    if float(torso_length(other[0])) < LARGER_PERSON * torso_length(points):
+    centre = other[0][[L_SHOULDER, R_SHOULDER, L_HIP, R_HIP], :2].mean(axis=0)
+    if x0 <= centre[0] <= x1 and y0 <= centre[1] <= y1:
+        return None  # the same person, read through the box
+    if float(torso_length(other[0])) < LARGER_PERSON * torso:
         return None
     return other
 
