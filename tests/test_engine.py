@@ -881,3 +881,58 @@ def test_load_engine_follows_the_given_settings_not_the_environment(tmp_path, mo
     engine = load_engine("marionet-cpu", settings)
     assert engine.renderer == "mesh"
     assert engine.cache_dir == (tmp_path / "shared").resolve() / "cache" / "poses"
+
+
+def test_a_reading_that_shrinks_at_once_is_a_gap_and_a_bow_is_not():
+    # A dancer sliding back into the frame was read as a small figure at its bottom for a few frames (its
+    # skeleton 0.34-0.76 of the readings around it); followed, the character shrank into a corner. A bow
+    # halves the torso alone, and stays.
+    track = driving_track("halfbody_talk_3s.mp4")
+    shrunk = pose.PoseTrack(
+        keypoints=track.keypoints.copy(),
+        detected=track.detected.copy(),
+        fps=track.fps,
+        width=1920,
+        height=1080,
+    )
+    assert shrunk.detected.all()
+    small, bowed = range(40, 45), range(70, 80)
+    centre = shrunk.keypoints[small, :, :2].mean(axis=1, keepdims=True)
+    shrunk.keypoints[small, :, :2] = (shrunk.keypoints[small, :, :2] - centre) * 0.5 + centre + (300, 200)
+    # The bow: everything above the hips lowered by half the torso, towards them.
+    upper = list(range(pose.L_HIP))
+    hips = shrunk.keypoints[bowed][:, [pose.L_HIP, pose.R_HIP], :2].mean(axis=1)
+    chest = shrunk.keypoints[bowed][:, [pose.L_SHOULDER, pose.R_SHOULDER], :2].mean(axis=1)
+    shrunk.keypoints[np.ix_(bowed, upper, [0, 1])] += (0.5 * (hips - chest))[:, None, :]
+    pose.drop_shrunken(shrunk)
+    assert np.nonzero(~shrunk.detected)[0].tolist() == list(small)
+
+
+def test_in_orientation_image_the_character_stays_in_the_picture_when_the_driver_walks_out():
+    # The elf kept her place only as far as the presenter kept his: slid out of his frame, he took her out of
+    # hers. Her head and torso now stay in the picture; the travel of a driver who stays is unchanged.
+    image = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    rig = cpu_engine._character(image, None, cpu_engine.canvas_size(1280, 720, 720), None)
+    track = driving_track("halfbody_talk_3s.mp4")
+    with_clamp = retarget(track, rig, "image").joints
+    gone = pose.PoseTrack(
+        keypoints=track.keypoints.copy(), detected=track.detected, fps=track.fps, width=1920, height=1080
+    )
+    gone.keypoints[50:90, :, 0] += np.linspace(0, 1.5 * 1920, 40)[:, None]
+    walked = retarget(gone, rig, "image").joints
+    torso = [J[n] for n in ("neck", "pelvis", "l_shoulder", "r_shoulder", "l_hip", "r_hip", "head")]
+    width, height = rig.canvas_size
+    assert walked[:, torso, 0].min() >= 0 and walked[:, torso, 0].max() <= width
+    assert walked[:, J["head"], 1].min() >= 0
+    import marionet.engine.cpu.retarget as retarget_module
+
+    original = retarget_module._kept_in_picture
+    retarget_module._kept_in_picture = lambda offset, rig: offset
+    try:
+        unclamped_walk = retarget(gone, rig, "image").joints
+        unclamped = retarget(track, rig, "image").joints
+    finally:
+        retarget_module._kept_in_picture = original
+    assert unclamped_walk[:, torso, 0].max() > 1.5 * width  # the fault: out of the picture
+    assert np.array_equal(with_clamp, unclamped)
+

@@ -31,7 +31,7 @@ L_FOOT, R_FOOT = 31, 32
 N_LANDMARKS = 33
 
 # Bump when decoding, detection or post-processing changes, so cached tracks of older code are not reused.
-TRACK_VERSION = "v6"
+TRACK_VERSION = "v7"
 ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the source is most of the speed
 POSE_LANES = 2  # BlazePose graphs running side by side on the clip's chunks, one core each
 MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
@@ -489,6 +489,7 @@ def extract_pose_track(
         keypoints=keypoints, detected=detected, fps=info.output_fps, width=info.width, height=info.height
     )
     if track.detected.any():
+        drop_shrunken(track)
         fill_gaps(track)
         smooth_track(track)
     return track
@@ -710,6 +711,41 @@ def _join_chunks(
         keypoints[lead.start : lead.stop] = theirs + (reading[: len(lead)] - theirs) * weight[:, None, None]
         detected[lead.start : lead.stop] |= seen[: len(lead)]
     return keypoints, detected
+
+
+# A reading whose skeleton is under SHRUNK of the readings' around it (the median of its bones' ratios) is not the
+# person. The shared clips' readings are 0.91 or more of those around them; a dancer sliding back into the frame,
+# read as a small figure at its bottom, 0.34-0.76.
+SHRUNK = 0.8
+SCALE_BONES = ((L_SHOULDER, R_SHOULDER), (L_HIP, R_HIP), (L_SHOULDER, L_ELBOW), (R_SHOULDER, R_ELBOW),
+               (L_ELBOW, L_WRIST), (R_ELBOW, R_WRIST), (L_HIP, L_KNEE), (R_HIP, R_KNEE), (L_KNEE, L_ANKLE),
+               (R_KNEE, R_ANKLE))  # fmt: skip
+
+
+def drop_shrunken(track: PoseTrack, seconds: float = 1.0) -> None:
+    """Mark undetected the frames whose reading is under SHRUNK of the size of the readings within `seconds`
+    either side: nobody shrinks like that from one moment to the next. The size is the median, over the torso
+    and SCALE_BONES, of each one's length against its median around the frame, so a bow (a short torso) or an
+    arm pointed at the camera changes it little. Filled as a gap, the character keeps its size; followed, it
+    shrank into a corner. Twice, so a run of such readings does not hide itself in the medians."""
+    keypoints = track.keypoints
+    lengths = np.stack(
+        [np.linalg.norm(keypoints[:, a, :2] - keypoints[:, b, :2], axis=1) for a, b in SCALE_BONES]
+        + [torso_length(keypoints)],
+        axis=1,
+    )
+    reach = max(1, int(round(seconds * track.fps)))
+    for _ in range(2):
+        seen = np.nonzero(track.detected)[0]
+        shrunk = []
+        for i in seen:
+            near = seen[(seen >= i - reach) & (seen <= i + reach)]
+            if len(near) < 3:
+                continue
+            reference = np.maximum(np.median(lengths[near], axis=0), 1e-6)
+            if np.median(lengths[i] / reference) < SHRUNK:
+                shrunk.append(i)
+        track.detected[shrunk] = False
 
 
 def fill_gaps(track: PoseTrack, min_visibility: float = 0.3) -> None:

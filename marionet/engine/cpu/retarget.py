@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from marionet.engine.cpu.pose import PoseTrack
-from marionet.engine.cpu.rig import BONES, MIRROR_JOINTS, CharacterRig, J, joints_from_landmarks
+from marionet.engine.cpu.rig import BONES, MIRROR_JOINTS, CharacterRig, J, head_radius, joints_from_landmarks
 
 # Bones whose on-screen length follows the driver's (foreshortening), clipped so a limb never vanishes.
 MIN_FORESHORTEN = 0.35
@@ -66,7 +66,7 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         scale = driver_size * fit / rig_size
     else:
         ratio = rig.size / max(float(np.median(driver_size)), 1e-6)
-        root = rig.joints[J["pelvis"]] + (pelvis - np.median(pelvis, axis=0)) * ratio
+        root = rig.joints[J["pelvis"]] + _kept_in_picture((pelvis - np.median(pelvis, axis=0)) * ratio, rig)
         scale = np.ones(frames)
 
     if rig.cut_at_bottom:
@@ -94,6 +94,38 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         axis_x=float(rig.joints[J["pelvis"], 0]),
         tip_trust=tip_trust,
     )
+
+
+# orientation "image": the root's travel from the image's place is let through unchanged up to this share of the
+# room the picture leaves the head and torso, then eased off so they never leave it.
+EASE_FROM = 0.7
+
+
+def _kept_in_picture(offset: np.ndarray, rig: CharacterRig) -> np.ndarray:
+    """(frames, 2) root travel, eased so the character's torso (across) and head and shoulders (up and down)
+    stay in the picture, FRAME_MARGIN of its sides inside: `image` keeps the character's place, and a driver
+    who walked out of the frame took the elf out of hers. Travel within EASE_FROM of the room is unchanged."""
+    width, height = rig.canvas_size
+    margin = FRAME_MARGIN * np.array([width, height], float)
+    joints = rig.joints
+    torso = joints[[J[n] for n in ("neck", "pelvis", "l_shoulder", "r_shoulder", "l_hip", "r_hip", "head")]]
+    top = joints[J["head"], 1] - head_radius(joints)
+    shoulders = joints[[J["l_shoulder"], J["r_shoulder"]], 1].max()
+    low = np.array([margin[0] - torso[:, 0].min(), margin[1] - top])  # the most travel left / up (negative)
+    high = np.array([width - margin[0] - torso[:, 0].max(), height - margin[1] - shoulders])
+    out = offset.copy()
+    for axis in range(2):
+        for bound, sign in ((high[axis], 1.0), (-low[axis], -1.0)):
+            travel = sign * out[:, axis]
+            room = max(float(bound), 0.0)
+            knee = EASE_FROM * room
+            over = travel > knee
+            if room <= 0:
+                out[over, axis] = 0.0
+                continue
+            eased = knee + (room - knee) * np.tanh((travel[over] - knee) / (room - knee))
+            out[over, axis] = sign * eased
+    return out
 
 
 def _seen(visibility: np.ndarray) -> np.ndarray:
