@@ -936,3 +936,20 @@ def test_in_orientation_image_the_character_stays_in_the_picture_when_the_driver
     assert unclamped_walk[:, torso, 0].max() > 1.5 * width  # the fault: out of the picture
     assert np.array_equal(with_clamp, unclamped)
 
+
+def test_a_dark_picture_is_read_brightened_and_its_arms_are_seen(monkeypatch, tmp_path):
+    # The elf darkened to 45 % (a JPEG): read as it is, BlazePose saw neither arm (visibility 0.07-0.29) and the rig
+    # gave her arms' pixels to her guessed legs; the character came out armless. The shared pictures are
+    # read as they are.
+    elf = cv2.imread(str(DATA / "halfbody_ref_elf.jpg"))
+    cv2.imwrite(str(tmp_path / "dark.jpg"), (elf.astype(np.float32) * 0.45).astype(np.uint8))
+    dark = cv2.cvtColor(cv2.imread(str(tmp_path / "dark.jpg")), cv2.COLOR_BGR2RGB)
+    arms = [pose.L_ELBOW, pose.R_ELBOW, pose.L_WRIST, pose.R_WRIST]
+    with monkeypatch.context() as unlit:
+        unlit.setattr(pose, "lit_for_reading", lambda rgb: rgb)
+        assert pose.detect_image_pose(dark).keypoints[arms, 3].min() < 0.3  # the misreading
+    found = pose.detect_image_pose(dark)
+    assert found.keypoints[arms, 3].min() > 0.5 and set(found.hands) == {"left", "right"}
+    for name in ("halfbody_ref_elf.jpg", "dance_ref_cartoon.png"):
+        picture = cv2.cvtColor(cv2.imread(str(DATA / name)), cv2.COLOR_BGR2RGB)
+        assert pose.lit_for_reading(picture) is picture
