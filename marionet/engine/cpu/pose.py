@@ -220,8 +220,8 @@ def _larger_in_image(pose, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndar
     a person, and the dancer's own frame was taken for someone larger than her, with a mask of grey."""
     height, width = rgb.shape[:2]
     torso = max(float(torso_length(points)), 1.0)
-    seen = points[points[:, 3] >= 0.5, :2] if (points[:, 3] >= 0.5).sum() >= 4 else points[:, :2]
-    (x0, y0), (x1, y1) = seen.min(axis=0) - 0.25 * torso, seen.max(axis=0) + 0.25 * torso
+    low, high = _seen_extent(points)
+    (x0, y0), (x1, y1) = low - 0.25 * torso, high + 0.25 * torso
     hidden = rgb.copy()
     hidden[max(0, int(y0)) : max(0, int(np.ceil(y1))), max(0, int(x0)) : max(0, int(np.ceil(x1)))] = 128
     other = _static_pose(pose, hidden)
@@ -608,10 +608,15 @@ def torso_length(points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(shoulders - hips, axis=-1)
 
 
+def _seen_extent(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y) minimum and maximum of a reading's well-seen landmarks (all of them if under four are)."""
+    seen = points[points[:, 3] >= 0.5, :2] if (points[:, 3] >= 0.5).sum() >= 4 else points[:, :2]
+    return seen.min(axis=0), seen.max(axis=0)
+
+
 def _person_box(points: np.ndarray, info: VideoInfo) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) source pixels around a person's landmarks (the well-seen ones), with a margin."""
-    seen = points[points[:, 3] >= 0.5, :2] if (points[:, 3] >= 0.5).sum() >= 4 else points[:, :2]
-    (x0, y0), (x1, y1) = seen.min(axis=0), seen.max(axis=0)
+    (x0, y0), (x1, y1) = _seen_extent(points)
     return _grown((float(x0), float(y0), float(x1), float(y1)), PERSON_MARGIN, info.width, info.height)
 
 
