@@ -908,7 +908,7 @@ def test_a_reading_that_shrinks_at_once_is_a_gap_and_a_bow_is_not():
     assert np.nonzero(~shrunk.detected)[0].tolist() == list(small)
 
 
-def test_in_orientation_image_the_character_stays_in_the_picture_when_the_driver_walks_out():
+def test_in_orientation_image_the_character_stays_in_the_picture_when_the_driver_walks_out(monkeypatch):
     # The elf kept her place only as far as the presenter kept his: slid out of his frame, he took her out of
     # hers. Her head and torso now stay in the picture; the travel of a driver who stays is unchanged.
     image = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
@@ -926,13 +926,9 @@ def test_in_orientation_image_the_character_stays_in_the_picture_when_the_driver
     assert walked[:, J["head"], 1].min() >= 0
     import marionet.engine.cpu.retarget as retarget_module
 
-    original = retarget_module._kept_in_picture
-    retarget_module._kept_in_picture = lambda offset, rig: offset
-    try:
-        unclamped_walk = retarget(gone, rig, "image").joints
-        unclamped = retarget(track, rig, "image").joints
-    finally:
-        retarget_module._kept_in_picture = original
+    monkeypatch.setattr(retarget_module, "_kept_in_picture", lambda offset, rig: offset)
+    unclamped_walk = retarget(gone, rig, "image").joints
+    unclamped = retarget(track, rig, "image").joints
     assert unclamped_walk[:, torso, 0].max() > 1.5 * width  # the fault: out of the picture
     assert np.array_equal(with_clamp, unclamped)
 
