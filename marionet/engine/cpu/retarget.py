@@ -18,6 +18,13 @@ from marionet.engine.cpu.rig import BONES, MIRROR_JOINTS, CharacterRig, J, head_
 MIN_FORESHORTEN = 0.35
 # A hand follows the driver's own wrist -> hand direction as its joints' visibility rises between these.
 TIP_SEEN = (0.5, 0.8)
+# A leg follows the driver's as its knee's and ankle's visibility rise between these (smoothed over LEG_SECONDS);
+# below, it keeps the picture's stance. A half-body clip's legs are BlazePose's guesses (the presenter's knees
+# and ankles read 0.00): followed, they stood the character's legs straight down, whatever her stance, and
+# showed the background filled where her own legs had been. The dance's ankles read 0.75 and over.
+LEG_SEEN = (0.2, 0.5)
+LEG_SECONDS = 0.5
+LEG_CHAINS = (("l_knee", "l_ankle", "l_foot"), ("r_knee", "r_ankle", "r_foot"))
 
 
 @dataclass
@@ -75,8 +82,13 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         root[:, 1] = np.maximum(root[:, 1], height - below_root)
     joints = np.zeros((frames, len(rig.joints), 2))
     joints[:, J["pelvis"]] = root
+    followed = _legs_followed(driver[..., 3], track)
     for b, (p, c) in enumerate(BONES):
         step = directions[:, b] * (rig.bone_lengths[b] * foreshorten[:, b] * scale)[:, None]
+        if c in followed:
+            # The picture's own bone, as photographed, where the driver does not show it.
+            weight = followed[c][:, None]
+            step = weight * step + (1.0 - weight) * (rig.joints[c] - rig.joints[p]) * scale[:, None]
         joints[:, c] = joints[:, p] + step
     depth = driver[..., 2] / np.maximum(driver_size, 1e-6)[:, None]
     arm_in_front, left_leg_in_front = _layering(depth)
@@ -125,6 +137,27 @@ def _kept_in_picture(offset: np.ndarray, rig: CharacterRig) -> np.ndarray:
                 continue
             eased = knee + (room - knee) * np.tanh((travel[over] - knee) / (room - knee))
             out[over, axis] = sign * eased
+    return out
+
+
+def _legs_followed(visibility: np.ndarray, track: PoseTrack) -> dict[int, np.ndarray]:
+    """Per leg joint (knee, ankle, foot), 0..1 per frame: how far its bone follows the driver's rather than keep
+    the picture's. A joint follows no further than the one above it; frames without a person take their
+    neighbours' (a gap holds the legs as it holds the rest of the body)."""
+    frames = np.arange(len(visibility))
+    detected = track.detected if track.detected.any() else np.ones(len(visibility), bool)
+    out: dict[int, np.ndarray] = {}
+    for chain in LEG_CHAINS:
+        above = np.ones(len(visibility))
+        for name in chain:
+            j = J[name]
+            if name.endswith("_foot"):
+                out[j] = above  # the foot turns with the shin: its own landmark is the least seen
+                continue
+            held = np.interp(frames, frames[detected], visibility[detected, j])
+            seen = np.clip((held - LEG_SEEN[0]) / (LEG_SEEN[1] - LEG_SEEN[0]), 0.0, 1.0)
+            above = np.minimum(above, np.clip(_smooth(seen, track.fps, LEG_SECONDS), 0.0, 1.0))
+            out[j] = above
     return out
 
 
