@@ -979,3 +979,78 @@ def test_legs_the_driver_does_not_show_keep_the_picture_s_stance():
     drawn = retarget(dance, rig, "video").joints[dance.detected]
     driver = joints_from_landmarks(dance.keypoints)[dance.detected, :, :2]
     assert np.percentile(angles(drawn, driver), 95) < 1.0
+
+
+def test_camera_cuts_are_kept_only_between_shots_long_enough_and_with_someone_in_them():
+    fps, half_second = 24.0, 12
+    seen = np.ones(200, bool)
+    assert pose.kept_cuts(np.array([60, 130]), seen, fps).tolist() == [60, 130]
+    # A burst of cuts is flicker (a strobe, a glitch), and a cut half a second from an end starts no shot.
+    assert pose.kept_cuts(np.array([60, 64, 66, 130, 195]), seen, fps).tolist() == [130]
+    assert pose.kept_cuts(np.array([half_second - 1, 200 - half_second + 1]), seen, fps).tolist() == []
+    # A shot where nobody is seen joins the one before it (the first such shot, the one after it).
+    nobody = seen.copy()
+    nobody[60:130] = False
+    assert pose.kept_cuts(np.array([60, 130]), nobody, fps).tolist() == [130]
+    nobody = seen.copy()
+    nobody[:60] = False
+    assert pose.kept_cuts(np.array([60, 130]), nobody, fps).tolist() == [130]
+
+
+def test_a_frame_signature_tells_a_camera_cut_from_a_dancer_moving():
+    # Her fastest turn (frames 80-85), then the next frames from a second camera: a close-up at 1.5x, or the
+    # same picture mirrored. Only the cut's frame is a cut; a shot of a single frame is flicker.
+    video = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(video)
+    with contextlib.closing(read_frames(video, info, max_side=pose.ANALYSIS_SIDE)) as frames:
+        shot = [rgb for index, _, rgb in frames if 80 <= index < 92]
+    height, width = shot[0].shape[:2]
+    cameras = {
+        "close-up": lambda rgb: cv2.resize(
+            rgb[40 : height * 3 // 4, 40 : width * 7 // 8], (width, height), interpolation=cv2.INTER_AREA
+        ),
+        "mirrored": lambda rgb: np.ascontiguousarray(rgb[:, ::-1]),
+    }
+    seen = np.ones(len(shot), bool)
+    for camera in cameras.values():
+        signatures = [pose.frame_signature(rgb) for rgb in shot[:6] + [camera(rgb) for rgb in shot[6:]]]
+        assert pose.find_cuts(signatures, seen, fps=4.0).tolist() == [6]
+    same = [pose.frame_signature(rgb) for rgb in shot]
+    assert pose.find_cuts(same, seen, fps=4.0).tolist() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orientation", ["video", "image"])
+def test_across_a_camera_cut_the_character_cuts_with_it(tmp_path, orientation):
+    # The dance, then the same dance in a close-up at 1.6x (a second camera in the same set). Read as one shot,
+    # the wide shot's bones were measured against the close-up's (in `video` the character came out at 0.6 of
+    # the dancer's size there, then grew through the cut over half a second), and in `image` the character
+    # travelled with the dancer's jump in the frame and grew with her. Shot by shot, neither.
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    video = tmp_path / "edited.mp4"
+    width, height, cut = 360, 640, 36
+    with VideoWriter(video, width=width, height=height, fps=info.output_fps, preset="ultrafast") as writer:
+        for index, _, rgb in read_frames(source, info, max_side=height):
+            if index == 2 * cut:
+                break
+            if index >= cut:
+                rgb = cv2.resize(rgb[40:440, 45:270], (width, height), interpolation=cv2.INTER_AREA)
+            writer.write(rgb)
+    track = pose.extract_pose_track(video, probe_video(video), lambda done: None)
+    assert track.cuts.tolist() == [cut]
+    saved = tmp_path / "track.npz"
+    pose.save_track(track, saved)
+    assert pose.load_track(saved).cuts.tolist() == [cut]
+    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rig = cpu_engine._character(image, None, cpu_engine.canvas_size(width, height, 720), None)
+    joints = retarget(track, rig, orientation).joints
+    torso = np.linalg.norm(joints[:, J["neck"]] - joints[:, J["pelvis"]], axis=1)
+    if orientation == "video":
+        # As large as the dancer, against her, in both shots and through the cut.
+        driver = joints_from_landmarks(track.keypoints)
+        against = torso / np.linalg.norm(driver[:, J["neck"], :2] - driver[:, J["pelvis"], :2], axis=1)
+        assert against.max() < 1.25 * against.min(), against
+    else:
+        assert 0.85 < np.median(torso[cut:]) / np.median(torso[:cut]) < 1.15
+        assert np.abs(joints[:, J["pelvis"]] - rig.joints[J["pelvis"]]).max() < 0.2 * rig.size

@@ -59,22 +59,32 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
     vectors = np.stack([xy[:, c] - xy[:, p] for p, c in BONES], axis=1)  # (frames, bones, 2)
     lengths = np.linalg.norm(vectors, axis=2)
     directions = vectors / np.maximum(lengths, 1e-6)[..., None]
-    reference = np.percentile(lengths[track.detected] if track.detected.any() else lengths, 95, axis=0)
-    foreshorten = np.clip(lengths / np.maximum(reference, 1e-6), MIN_FORESHORTEN, 1.0)
-
-    driver_size = _smooth(np.maximum(lengths[:, 0], 0.5 * lengths[:, 2] + 0.5 * lengths[:, 6]), track.fps)
+    raw_size = np.maximum(lengths[:, 0], 0.5 * lengths[:, 2] + 0.5 * lengths[:, 6])
+    foreshorten = np.ones_like(lengths)
+    driver_size = np.zeros(frames)
+    root, scale = np.zeros((frames, 2)), np.ones(frames)
     width, height = rig.canvas_size
     pelvis = xy[:, J["pelvis"]]
-    if orientation == "video":
-        body = float(np.median(driver_size[track.detected])) if track.detected.any() else 0.0
-        fit, offset = _frame_fit(xy[track.detected], (track.width, track.height), (width, height), body)
-        root = pelvis * fit + offset
-        rig_size = max(rig.size, 0.5 * rig.bone_lengths[2] + 0.5 * rig.bone_lengths[6])
-        scale = driver_size * fit / rig_size
-    else:
-        ratio = rig.size / max(float(np.median(driver_size)), 1e-6)
-        root = rig.joints[J["pelvis"]] + _kept_in_picture((pelvis - np.median(pelvis, axis=0)) * ratio, rig)
-        scale = np.ones(frames)
+    rig_size = max(rig.size, 0.5 * rig.bone_lengths[2] + 0.5 * rig.bone_lengths[6])
+    # Shot by shot: a camera cut changes the driver's size and place in the frame at once, and neither is the
+    # character's motion (across one, a dancer's size was smoothed into the next shot's close-up half a second
+    # early, and her bones measured against the close-up's drew her limbs at a third of their length).
+    for span in track.shots():
+        at = slice(span.start, span.stop)
+        seen = track.detected[at] if track.detected[at].any() else np.ones(len(span), bool)
+        reference = np.percentile(lengths[at][seen], 95, axis=0)
+        foreshorten[at] = np.clip(lengths[at] / np.maximum(reference, 1e-6), MIN_FORESHORTEN, 1.0)
+        driver_size[at] = _smooth(raw_size[at], track.fps)
+        if orientation == "video":
+            body = float(np.median(driver_size[at][seen]))
+            fit, offset = _frame_fit(xy[at][seen], (track.width, track.height), (width, height), body)
+            root[at] = pelvis[at] * fit + offset
+            scale[at] = driver_size[at] * fit / rig_size
+        else:
+            ratio = rig.size / max(float(np.median(driver_size[at])), 1e-6)
+            root[at] = (pelvis[at] - np.median(pelvis[at], axis=0)) * ratio
+    if orientation != "video":
+        root = rig.joints[J["pelvis"]] + _kept_in_picture(root, rig)
 
     if rig.cut_at_bottom:
         # Never lift a cropped body's cut edge into view: it would show as a floating torso.
@@ -143,7 +153,7 @@ def _kept_in_picture(offset: np.ndarray, rig: CharacterRig) -> np.ndarray:
 def _legs_followed(visibility: np.ndarray, track: PoseTrack) -> dict[int, np.ndarray]:
     """Per leg joint (knee, ankle, foot), 0..1 per frame: how far its bone follows the driver's rather than keep
     the picture's. A joint follows no further than the one above it; frames without a person take their
-    neighbours' (a gap holds the legs as it holds the rest of the body)."""
+    neighbours' (a gap holds the legs as it holds the rest of the body); smoothed within each shot."""
     frames = np.arange(len(visibility))
     detected = track.detected if track.detected.any() else np.ones(len(visibility), bool)
     out: dict[int, np.ndarray] = {}
@@ -156,7 +166,9 @@ def _legs_followed(visibility: np.ndarray, track: PoseTrack) -> dict[int, np.nda
                 continue
             held = np.interp(frames, frames[detected], visibility[detected, j])
             seen = np.clip((held - LEG_SEEN[0]) / (LEG_SEEN[1] - LEG_SEEN[0]), 0.0, 1.0)
-            above = np.minimum(above, np.clip(_smooth(seen, track.fps, LEG_SECONDS), 0.0, 1.0))
+            for span in track.shots():
+                seen[span.start : span.stop] = _smooth(seen[span.start : span.stop], track.fps, LEG_SECONDS)
+            above = np.minimum(above, np.clip(seen, 0.0, 1.0))
             out[j] = above
     return out
 
