@@ -1054,3 +1054,24 @@ def test_across_a_camera_cut_the_character_cuts_with_it(tmp_path, orientation):
     else:
         assert 0.85 < np.median(torso[cut:]) / np.median(torso[:cut]) < 1.15
         assert np.abs(joints[:, J["pelvis"]] - rig.joints[J["pelvis"]]).max() < 0.2 * rig.size
+
+
+def test_an_arm_hidden_for_a_moment_is_carried_from_the_frames_that_saw_it():
+    # Something passes in front of the dancer's raised arm: BlazePose guesses it dropped to her side, at low
+    # visibility. The character's arm stays where it was seen, on the way to where it is seen again.
+    frames = 24
+    keypoints = np.zeros((frames, pose.N_LANDMARKS, 4), np.float32)
+    keypoints[..., 3] = 0.95
+    keypoints[:, pose.L_SHOULDER, :2] = (100, 100)
+    keypoints[:, pose.L_ELBOW, :2] = (150, 90)
+    keypoints[:, pose.L_WRIST, :2] = np.linspace((190, 60), (200, 50), frames)
+    hidden = slice(8, 16)
+    keypoints[hidden, pose.L_ELBOW] = (110, 150, 0, 0.52)  # dropped to her side, guessed
+    keypoints[hidden, pose.L_WRIST] = (115, 200, 0, 0.2)
+    track = pose.PoseTrack(
+        keypoints=keypoints, detected=np.ones(frames, bool), fps=24.0, width=320, height=240
+    )
+    pose.fill_gaps(track)
+    assert np.abs(track.keypoints[:, pose.L_ELBOW, :2] - (150, 90)).max() < 1e-3
+    expected = np.linspace((190, 60), (200, 50), frames)
+    assert np.abs(track.keypoints[:, pose.L_WRIST, :2] - expected).max() < 1e-3

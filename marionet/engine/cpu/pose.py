@@ -855,11 +855,21 @@ def drop_shrunken(track: PoseTrack, seconds: float = 1.0) -> None:
         track.detected[shrunk] = False
 
 
+# An elbow or wrist read under ARM_SEEN is a guess: something passed in front of it. BlazePose then drops the arm
+# to the body's side (a pillar crossing the dancer's raised arm: elbow 0.50-0.55 drifting 90 px down, wrist
+# 0.04-0.40), and the character dropped hers; it is carried from the frames around that saw it. The shared
+# clips' elbows and wrists read under it in one frame of 394.
+ARM_SEEN = 0.6
+ARM_LANDMARKS = (L_ELBOW, R_ELBOW, L_WRIST, R_WRIST)
+
+
 def fill_gaps(track: PoseTrack, min_visibility: float = 0.3) -> None:
-    """Interpolate each landmark across frames where the detector missed it; hold the ends."""
+    """Interpolate each landmark across frames where the detector missed it or only guessed it (under
+    `min_visibility`, ARM_SEEN for elbows and wrists); hold the ends."""
     frames = np.arange(track.frame_count)
     for j in range(N_LANDMARKS):
-        good = track.detected & (track.keypoints[:, j, 3] >= min_visibility)
+        seen = ARM_SEEN if j in ARM_LANDMARKS else min_visibility
+        good = track.detected & (track.keypoints[:, j, 3] >= seen)
         if good.sum() < max(2, 0.05 * track.detected.sum()):
             # Never reliably seen (e.g. legs of a half-body clip): keep the detector's guesses, fill missing frames.
             good = track.detected
