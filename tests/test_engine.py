@@ -1075,3 +1075,30 @@ def test_an_arm_hidden_for_a_moment_is_carried_from_the_frames_that_saw_it():
     assert np.abs(track.keypoints[:, pose.L_ELBOW, :2] - (150, 90)).max() < 1e-3
     expected = np.linspace((190, 60), (200, 50), frames)
     assert np.abs(track.keypoints[:, pose.L_WRIST, :2] - expected).max() < 1e-3
+
+
+@pytest.mark.parametrize("orientation", ["video", "image"])
+def test_through_a_zoom_the_character_keeps_her_size_against_the_dancer_or_her_picture(orientation):
+    # The camera zooms from 1.0 to 1.6x over the dance (a dancer walking towards it does the same). Measured in
+    # pixels against the shot's longest, every bone of the wide frames read foreshortened: in `video` the
+    # cartoon was drawn at 0.64 of the dancer's size there and 0.95 at the end; in `image` she shrank to 0.68
+    # of her own size. A shot that keeps its distance (the dance itself) is drawn as before.
+    still = driving_track()
+    zoom = np.linspace(1.0, 1.6, still.frame_count)[:, None, None]
+    centre = np.array([still.width / 2, still.height / 3], np.float32)
+    zoomed = dataclasses.replace(still, keypoints=still.keypoints.copy())
+    zoomed.keypoints[..., :2] = (still.keypoints[..., :2] - centre) * zoom + centre
+    zoomed.keypoints[..., 2] *= zoom[..., 0]
+    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rig = cpu_engine._character(
+        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
+    )
+
+    def torso(joints: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(joints[:, J["neck"], :2] - joints[:, J["pelvis"], :2], axis=1)
+
+    drawn = torso(retarget(zoomed, rig, orientation).joints)
+    against = drawn / torso(joints_from_landmarks(zoomed.keypoints)) if orientation == "video" else drawn
+    quarter = still.frame_count // 4
+    first, last = np.median(against[:quarter]), np.median(against[-quarter:])
+    assert 0.9 < first / last < 1.1, (first, last)
