@@ -1075,6 +1075,16 @@ def test_an_arm_hidden_for_a_moment_is_carried_from_the_frames_that_saw_it():
     assert np.abs(track.keypoints[:, pose.L_ELBOW, :2] - (150, 90)).max() < 1e-3
     expected = np.linspace((190, 60), (200, 50), frames)
     assert np.abs(track.keypoints[:, pose.L_WRIST, :2] - expected).max() < 1e-3
+    # In a dim clip the arm reads 0.55 throughout: its own readings are kept, only its dips are gaps.
+    dim = keypoints.copy()
+    dim[:, pose.L_ELBOW, 3] = 0.55
+    dim[hidden, pose.L_ELBOW, 3] = 0.3
+    waving = np.linspace((150, 90), (160, 120), frames)
+    dim[:, pose.L_ELBOW, :2] = waving
+    dim[hidden, pose.L_ELBOW, :2] = (110, 150)
+    track = pose.PoseTrack(keypoints=dim, detected=np.ones(frames, bool), fps=24.0, width=320, height=240)
+    pose.fill_gaps(track)
+    assert np.abs(track.keypoints[:, pose.L_ELBOW, :2] - waving).max() < 1e-3
 
 
 @pytest.mark.parametrize("orientation", ["video", "image"])

@@ -858,17 +858,22 @@ def drop_shrunken(track: PoseTrack, seconds: float = 1.0) -> None:
 # An elbow or wrist read under ARM_SEEN is a guess: something passed in front of it. BlazePose then drops the arm
 # to the body's side (a pillar crossing the dancer's raised arm: elbow 0.50-0.55 drifting 90 px down, wrist
 # 0.04-0.40), and the character dropped hers; it is carried from the frames around that saw it. The shared
-# clips' elbows and wrists read under it in one frame of 394.
+# clips' elbows and wrists read under it in one frame of 394. In a clip where an arm reads low throughout (dim,
+# blurred), only its dips count: under ARM_DIP of its median, if that is lower.
 ARM_SEEN = 0.6
+ARM_DIP = 0.75
 ARM_LANDMARKS = (L_ELBOW, R_ELBOW, L_WRIST, R_WRIST)
 
 
 def fill_gaps(track: PoseTrack, min_visibility: float = 0.3) -> None:
     """Interpolate each landmark across frames where the detector missed it or only guessed it (under
-    `min_visibility`, ARM_SEEN for elbows and wrists); hold the ends."""
+    `min_visibility`; for elbows and wrists, ARM_SEEN or their dips); hold the ends."""
     frames = np.arange(track.frame_count)
     for j in range(N_LANDMARKS):
-        seen = ARM_SEEN if j in ARM_LANDMARKS else min_visibility
+        seen = min_visibility
+        if j in ARM_LANDMARKS and track.detected.any():
+            typical = float(np.median(track.keypoints[track.detected, j, 3]))
+            seen = max(min_visibility, min(ARM_SEEN, ARM_DIP * typical))
         good = track.detected & (track.keypoints[:, j, 3] >= seen)
         if good.sum() < max(2, 0.05 * track.detected.sum()):
             # Never reliably seen (e.g. legs of a half-body clip): keep the detector's guesses, fill missing frames.
