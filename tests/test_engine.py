@@ -1112,3 +1112,20 @@ def test_through_a_zoom_the_character_keeps_her_size_against_the_dancer_or_her_p
     quarter = still.frame_count // 4
     first, last = np.median(against[:quarter]), np.median(against[-quarter:])
     assert 0.9 < first / last < 1.1, (first, last)
+
+
+def test_a_half_body_character_driven_by_a_full_body_dancer_in_video_comes_as_high_as_her():
+    # The elf is cut at her picture's bottom; the dancer is seen whole. At the dancer's size, with the elf's cut
+    # held at the canvas's bottom (never lifted into view), her head came 0.69 of the way down the frame the
+    # dancer's head tops. She is now drawn up towards the dancer's head (0.35), never larger than in her own
+    # picture (her head there at 0.29).
+    image = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    rig = cpu_engine._character(image, None, cpu_engine.canvas_size(1280, 720, 720), None)
+    assert rig.cut_at_bottom
+    motion = retarget(driving_track(), rig, "video")
+    height = rig.canvas_size[1]
+    head = np.median(motion.joints[:, J["head"], 1]) / height
+    assert head < 0.4, head
+    assert np.median(motion.scale) <= 1.0 + 1e-6
+    picture = rig.joints[J["head"], 1] / height
+    assert head >= picture - 0.02  # as high as in her picture at most: her cut stays at the bottom

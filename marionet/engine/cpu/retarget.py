@@ -81,6 +81,10 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
             fit, offset = _frame_fit(xy[at][seen], (track.width, track.height), (width, height), body)
             root[at] = pelvis[at] * fit + offset
             scale[at] = driver_size[at] * fit / rig_size
+            if rig.cut_at_bottom:
+                scale[at] *= _up_to_driver_s_head(
+                    xy[at][seen], fit, offset, rig, float(np.median(scale[at][seen]))
+                )
         else:
             ratio = rig.size / max(float(np.median(driver_size[at])), 1e-6)
             root[at] = (pelvis[at] - np.median(pelvis[at], axis=0)) * ratio
@@ -168,6 +172,20 @@ def _distance(size: np.ndarray, seen: np.ndarray) -> np.ndarray:
     span = high / max(float(low), 1e-6)
     weight = float(np.clip((span - ZOOM_FROM) / (ZOOM_FULL - ZOOM_FROM), 0.0, 1.0))
     return (np.maximum(size, 1e-6) / max(float(np.median(size[seen])), 1e-6)) ** weight
+
+
+def _up_to_driver_s_head(
+    xy: np.ndarray, fit: float, offset: np.ndarray, rig: CharacterRig, scale: float
+) -> float:
+    """Orientation "video", a character the picture cuts at its bottom (half-body): how much larger to draw her
+    than the driver's size says, so that, her cut held at the canvas's bottom, her head comes as high as the
+    driver's (`xy`: a shot's detected frames' joints, mapped by `fit`, `offset`); never larger than in her own
+    picture. At the size of a full-body driver, the elf's cut held at the bottom put her head two thirds of the
+    way down a canvas the dancer's head topped."""
+    height = rig.canvas_size[1]
+    head = float(np.median(xy[:, J["head"], 1])) * fit + float(offset[1])
+    room = (height - head) / max(height - float(rig.joints[J["head"], 1]), 1.0)
+    return max(1.0, min(room, 1.0) / max(scale, 1e-6))
 
 
 def _legs_followed(visibility: np.ndarray, track: PoseTrack) -> dict[int, np.ndarray]:
