@@ -1129,3 +1129,24 @@ def test_a_half_body_character_driven_by_a_full_body_dancer_in_video_comes_as_hi
     assert np.median(motion.scale) <= 1.0 + 1e-6
     picture = rig.joints[J["head"], 1] / height
     assert head >= picture - 0.02  # as high as in her picture at most: her cut stays at the bottom
+
+
+def test_the_depth_order_starts_afresh_in_each_shot():
+    # The left arm well in front of the body, then, after a cut, a little in front: within the hold's two
+    # bounds, where one shot keeps the order it had. Across a cut the new shot's own depth decides.
+    track = dataclasses.replace(driving_track(), keypoints=driving_track().keypoints.copy())
+    cut = track.frame_count // 2
+    size = float(np.median(pose.torso_length(track.keypoints[track.detected])))
+    track.keypoints[..., 2] = 0.0
+    for landmark in (pose.L_ELBOW, pose.L_WRIST, pose.L_INDEX):
+        track.keypoints[:cut, landmark, 2] = -0.5 * size
+        track.keypoints[cut:, landmark, 2] = -0.15 * size
+    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rig = cpu_engine._character(
+        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
+    )
+    one_shot = retarget(track, rig, "video").arm_in_front[:, 0]
+    assert one_shot.all()  # the hold carries the first half's order on
+    track.cuts = np.array([cut])
+    shots = retarget(track, rig, "video").arm_in_front[:, 0]
+    assert shots[:cut].all() and not shots[cut:].any()

@@ -106,7 +106,12 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
             step = weight * step + (1.0 - weight) * (rig.joints[c] - rig.joints[p]) * scale[:, None]
         joints[:, c] = joints[:, p] + step
     depth = driver[..., 2] / np.maximum(driver_size, 1e-6)[:, None]
-    arm_in_front, left_leg_in_front = _layering(depth)
+    # Shot by shot: the depth order's hold would carry one shot's order into the next.
+    arm_in_front, left_leg_in_front = np.zeros((frames, 2), bool), np.zeros(frames, bool)
+    for span in track.shots():
+        arm_in_front[span.start : span.stop], left_leg_in_front[span.start : span.stop] = _layering(
+            depth[span.start : span.stop]
+        )
     # Both the driver's and the image's: a hand the picture hides (behind the back) has no wrist to turn at.
     seen = np.minimum(_seen(driver[..., 3]), _seen(rig.visibility)[None, :])
     tip_trust = np.zeros((frames, len(rig.joints)))
