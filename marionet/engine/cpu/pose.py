@@ -539,10 +539,8 @@ def extract_pose_track(
     )
     track.cuts = find_cuts(signatures, detected, info.output_fps)
     if track.detected.any():
-        for span in track.shots():
-            shot = track.shot(span)
-            if shot.detected.any():
-                drop_shrunken(shot)
+        for span in track.shots():  # each with someone in it (kept_cuts)
+            drop_shrunken(track.shot(span))
         track.cuts = kept_cuts(track.cuts, track.detected, track.fps)
         for span in track.shots():
             shot = track.shot(span)

@@ -63,6 +63,7 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
     foreshorten = np.ones_like(lengths)
     driver_size = np.zeros(frames)
     root, scale = np.zeros((frames, 2)), np.ones(frames)
+    arm_in_front, left_leg_in_front = np.zeros((frames, 2), bool), np.zeros(frames, bool)
     width, height = rig.canvas_size
     pelvis = xy[:, J["pelvis"]]
     rig_size = max(rig.size, 0.5 * rig.bone_lengths[2] + 0.5 * rig.bone_lengths[6])
@@ -73,6 +74,9 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         at = slice(span.start, span.stop)
         seen = track.detected[at] if track.detected[at].any() else np.ones(len(span), bool)
         driver_size[at] = _smooth(raw_size[at], track.fps)
+        # The depth order's hold starts afresh too: it would carry one shot's order into the next.
+        depth = driver[at, :, 2] / np.maximum(driver_size[at], 1e-6)[:, None]
+        arm_in_front[at], left_leg_in_front[at] = _layering(depth)
         measured = lengths[at] / _distance(driver_size[at], seen)[:, None]
         reference = np.percentile(measured[seen], 95, axis=0)
         foreshorten[at] = np.clip(measured / np.maximum(reference, 1e-6), MIN_FORESHORTEN, 1.0)
@@ -105,13 +109,6 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
             weight = followed[c][:, None]
             step = weight * step + (1.0 - weight) * (rig.joints[c] - rig.joints[p]) * scale[:, None]
         joints[:, c] = joints[:, p] + step
-    depth = driver[..., 2] / np.maximum(driver_size, 1e-6)[:, None]
-    # Shot by shot: the depth order's hold would carry one shot's order into the next.
-    arm_in_front, left_leg_in_front = np.zeros((frames, 2), bool), np.zeros(frames, bool)
-    for span in track.shots():
-        arm_in_front[span.start : span.stop], left_leg_in_front[span.start : span.stop] = _layering(
-            depth[span.start : span.stop]
-        )
     # Both the driver's and the image's: a hand the picture hides (behind the back) has no wrist to turn at.
     seen = np.minimum(_seen(driver[..., 3]), _seen(rig.visibility)[None, :])
     tip_trust = np.zeros((frames, len(rig.joints)))
