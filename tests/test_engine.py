@@ -32,7 +32,7 @@ from marionet.engine.cpu import engine as cpu_engine
 from marionet.engine.cpu.prefetch import forked_map, ordered_map
 from marionet.engine.cpu.render import RenderSettings, render_frame
 from marionet.engine.cpu.retarget import retarget
-from marionet.engine.cpu.rig import J, joints_from_landmarks
+from marionet.engine.cpu.rig import CharacterRig, J, joints_from_landmarks
 from marionet.errors import EngineError, MarionetError, TaskCancelled
 from marionet.media.cache import InputCache
 from marionet.media.video import VideoWriter, probe_video, read_frames
@@ -95,6 +95,15 @@ def driving_track(video_name: str = "dance_fullbody_12s.mp4") -> pose.PoseTrack:
         request, probe_video(video), lambda f, m: None, lambda: None
     )
     return track
+
+
+@functools.cache
+def cartoon_rig() -> CharacterRig:
+    """The cartoon's rig on her own picture's canvas (720 px short side), built once: tests only read it."""
+    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    return cpu_engine._character(
+        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
+    )
 
 
 def test_registry_builds_the_cpu_engine(tmp_path, monkeypatch):
@@ -500,10 +509,7 @@ def test_hands_turn_at_the_wrist_only_where_the_driver_and_the_picture_both_show
     # picture's are seen: a hand the picture hides (behind the back) has no wrist to turn at, and a hand the
     # driver's frame loses keeps its rest angle to the forearm.
     track = dataclasses.replace(driving_track(), keypoints=driving_track().keypoints.copy())
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
-    rig = cpu_engine._character(
-        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
-    )
+    rig = cartoon_rig()
     hands = [J["l_hand"], J["r_hand"]]
     trust = retarget(track, rig, "video").tip_trust
     assert trust.shape == (track.frame_count, len(rig.joints))
@@ -530,10 +536,7 @@ def test_a_landscape_clip_drives_a_portrait_character_as_large_as_a_portrait_cli
     keypoints[..., :3] *= scale
     keypoints[..., 0] += (1280 - portrait.width * scale) // 3
     landscape = dataclasses.replace(portrait, keypoints=keypoints, width=1280, height=720)
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
-    rig = cpu_engine._character(
-        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
-    )
+    rig = cartoon_rig()
     seen = portrait.detected
 
     def drawn(track: pose.PoseTrack) -> np.ndarray:
@@ -956,10 +959,7 @@ def test_legs_the_driver_does_not_show_keep_the_picture_s_stance():
     # The presenter is cut at the desk: his knees and ankles are BlazePose's guesses (visibility 0.00). Followed,
     # they stood the cartoon's legs straight down, feet together over her cat, and showed the background filled
     # where her legs stand apart. A dancer whose legs are seen still drives them.
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
-    rig = cpu_engine._character(
-        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
-    )
+    rig = cartoon_rig()
     legs = [(J[s + p], J[s + c]) for s in ("l_", "r_") for p, c in (("hip", "knee"), ("knee", "ankle"))]
 
     def angles(joints: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -1099,10 +1099,7 @@ def test_through_a_zoom_the_character_keeps_her_size_against_the_dancer_or_her_p
     zoomed = dataclasses.replace(still, keypoints=still.keypoints.copy())
     zoomed.keypoints[..., :2] = (still.keypoints[..., :2] - centre) * zoom + centre
     zoomed.keypoints[..., 2] *= zoom[..., 0]
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
-    rig = cpu_engine._character(
-        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
-    )
+    rig = cartoon_rig()
 
     def torso(joints: np.ndarray) -> np.ndarray:
         return np.linalg.norm(joints[:, J["neck"], :2] - joints[:, J["pelvis"], :2], axis=1)
@@ -1141,10 +1138,7 @@ def test_the_depth_order_starts_afresh_in_each_shot():
     for landmark in (pose.L_ELBOW, pose.L_WRIST, pose.L_INDEX):
         track.keypoints[:cut, landmark, 2] = -0.5 * size
         track.keypoints[cut:, landmark, 2] = -0.15 * size
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
-    rig = cpu_engine._character(
-        image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
-    )
+    rig = cartoon_rig()
     one_shot = retarget(track, rig, "video").arm_in_front[:, 0]
     assert one_shot.all()  # the hold carries the first half's order on
     track.cuts = np.array([cut])
