@@ -1144,3 +1144,63 @@ def test_the_depth_order_starts_afresh_in_each_shot():
     track.cuts = np.array([cut])
     shots = retarget(track, rig, "video").arm_in_front[:, 0]
     assert shots[:cut].all() and not shots[cut:].any()
+
+
+def _walking(track: pose.PoseTrack, offset: np.ndarray) -> pose.PoseTrack:
+    """The track moved across its frame by `offset` (frames,) pixels, its person lost (as BlazePose loses a body
+    half out of the frame) wherever the pelvis is past 0.95 of the frame's width or before 0.05 of it, and those
+    frames filled as the pose pass fills them."""
+    moved = dataclasses.replace(track, keypoints=track.keypoints.copy(), detected=track.detected.copy())
+    moved.keypoints[..., 0] += offset[:, None].astype(np.float32)
+    pelvis = moved.keypoints[:, [pose.L_HIP, pose.R_HIP], 0].mean(axis=1)
+    moved.detected &= (pelvis < 0.95 * track.width) & (pelvis > 0.05 * track.width)
+    pose.fill_gaps(moved)
+    return moved
+
+
+@pytest.mark.parametrize("way", ["out_and_back", "in_at_the_start"])
+def test_a_dancer_who_walks_out_of_the_frame_takes_the_character_with_her_in_video(way, monkeypatch):
+    # The dancer walks out through the frame's right side and back in (or walks in from the left at the start).
+    # While nobody is in the frame the pose is filled from either side of the gap, and the cartoon stood still
+    # half off the canvas's edge where the dancer was last seen. She now walks out (in) at the dancer's speed,
+    # and the empty frames show her background alone. A gap with the dancer in the middle of the frame holds her
+    # where she was.
+    track = driving_track()
+    frames, width = track.frame_count, track.width
+    step = 0.03 * width  # the dancer's walk, a frame
+    t = np.arange(frames, dtype=float)
+    if way == "out_and_back":
+        offset = np.clip(np.minimum(t - 100, 200 - t), 0, None) * step
+        empty = 150
+    else:
+        offset = -np.clip(60 - t, 0, None) * step
+        empty = 0
+    walking = _walking(track, offset)
+    assert not walking.detected[empty]
+    rig = cartoon_rig()
+    motion = retarget(walking, rig, "video")
+    canvas_width = rig.canvas_size[0]
+
+    def empty_canvas(motion) -> bool:
+        drawn = render_frame(rig, motion, empty, RenderSettings())
+        return np.abs(drawn.astype(int) - rig.background.astype(int)).max() <= 2
+
+    assert empty_canvas(motion)
+    # She walks: no jump at the gap's ends; the dancer's own steps on the canvas are about 0.03 of its width.
+    steps = np.abs(np.diff(motion.joints[:, J["pelvis"], 0]))
+    assert steps.max() < 0.06 * canvas_width, steps.max()
+
+    import marionet.engine.cpu.retarget as retarget_module
+
+    monkeypatch.setattr(retarget_module, "_walked_out", lambda x, *others: x)
+    held = retarget(walking, rig, "video")
+    assert not empty_canvas(held)  # the fault: half of her at the edge
+    seen = walking.detected
+    assert np.array_equal(motion.joints[seen], held.joints[seen])  # where the dancer is found, as before
+    # Lost in the middle of the frame while moving across it (a detector's dropout): filled as before.
+    dropout = _walking(track, np.clip(t - 150, -20, 20) * 0.01 * width)
+    dropout.detected[140:160] = False
+    pose.fill_gaps(dropout)
+    held = retarget(dropout, rig, "video").joints
+    monkeypatch.undo()
+    assert np.array_equal(retarget(dropout, rig, "video").joints, held)

@@ -92,7 +92,13 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         else:
             ratio = rig.size / max(float(np.median(driver_size[at])), 1e-6)
             root[at] = (pelvis[at] - np.median(pelvis[at], axis=0)) * ratio
-    if orientation != "video":
+    if orientation == "video":
+        reach = _reach(rig)
+        side = _at_side(xy, track.width)
+        for span in track.shots():
+            at = slice(span.start, span.stop)
+            root[at, 0] = _walked_out(root[at, 0], scale[at] * reach, track.detected[at], side[at], width)
+    else:
         root = rig.joints[J["pelvis"]] + _kept_in_picture(root, rig)
 
     if rig.cut_at_bottom:
@@ -154,6 +160,73 @@ def _kept_in_picture(offset: np.ndarray, rig: CharacterRig) -> np.ndarray:
                 continue
             eased = knee + (room - knee) * np.tanh((travel[over] - knee) / (room - knee))
             out[over, axis] = sign * eased
+    return out
+
+
+# orientation "video": a driver lost at a side of the frame while moving towards it at this share of the canvas's
+# width a frame or faster walked out there (one found first at a side, moving away from it, walked in). Held
+# where she was last seen, the cartoon stood half off the canvas's edge, still, while the frame was empty.
+WALK_SPEED = 0.004
+WALK_FRAMES = 4  # the frames before a gap (after it) its speed is measured over
+SIDE_MARGIN = 0.02
+
+
+def _reach(rig: CharacterRig) -> float:
+    """The farthest any of the character can lie from her pelvis, in rest canvas pixels: her longest chain of
+    bones from it, and a body size beyond (hair, a skirt, fingertips)."""
+    far = np.zeros(len(rig.joints))
+    for b, (p, c) in enumerate(BONES):
+        far[c] = far[p] + rig.bone_lengths[b]
+    return float(far.max() + rig.size)
+
+
+def _at_side(xy: np.ndarray, width: int) -> np.ndarray:
+    """(frames,) +1 where the driver's joints reach the frame's right side (within SIDE_MARGIN of its width) or
+    past it, -1 the left side, 0 neither."""
+    out = np.zeros(len(xy), int)
+    out[xy[..., 0].max(axis=1) >= (1 - SIDE_MARGIN) * width] = 1
+    out[xy[..., 0].min(axis=1) <= SIDE_MARGIN * width] = -1
+    return out
+
+
+def _walked_out(
+    x: np.ndarray, reach: np.ndarray, detected: np.ndarray, at_side: np.ndarray, width: float
+) -> np.ndarray:
+    """A shot's root x per frame (canvas pixels), with each run of frames without a person that someone walked
+    out of (or into) the frame through a side (`at_side` there, see _at_side) moved out through that side, at
+    the speed they walked, until nothing of the character (`reach` pixels around her root, per frame) is left
+    on the canvas. Other gaps keep the track's filling (the pose held, or carried across the gap)."""
+    out = x.copy()
+    frames = len(x)
+    missing = np.flatnonzero(~detected)
+    if not len(missing) or not detected.any():
+        return out
+    runs = np.split(missing, np.flatnonzero(np.diff(missing) > 1) + 1)
+    for run in runs:
+        start, stop = int(run[0]), int(run[-1]) + 1
+        paths = []
+        for anchor, away in ((start - 1, -1), (stop, 1)):
+            # away: the direction in time from the gap to the frames the speed is read in
+            if not 0 <= anchor < frames or not 0 <= anchor + away * WALK_FRAMES < frames:
+                continue
+            speed = (x[anchor] - x[anchor + away * WALK_FRAMES]) / WALK_FRAMES  # per frame into the gap
+            side = 1.0 if speed > 0 else -1.0
+            edge = width if side > 0 else 0.0
+            if abs(speed) < WALK_SPEED * width or at_side[anchor] != side:
+                continue
+            gone = edge + side * reach[run]  # her root where nothing of her is left on the canvas
+            path = x[anchor] + speed * np.abs(run - anchor)
+            paths.append((side, np.minimum(path, gone) if side > 0 else np.maximum(path, gone)))
+        if len(paths) == 2 and paths[0][0] != paths[1][0]:
+            # Out through one side and back in through the other: out, then in.
+            half = len(run) // 2
+            out[run[:half]], out[run[half:]] = paths[0][1][:half], paths[1][1][half:]
+            continue
+        if paths:
+            # Each path holds near its own end of the gap: the one nearer the canvas is the one walked there.
+            side = paths[0][0]
+            nearest = (np.minimum if side > 0 else np.maximum).reduce([path for _, path in paths])
+            out[run] = np.maximum(out[run], nearest) if side > 0 else np.minimum(out[run], nearest)
     return out
 
 
