@@ -1204,3 +1204,38 @@ def test_a_dancer_who_walks_out_of_the_frame_takes_the_character_with_her_in_vid
     held = retarget(dropout, rig, "video").joints
     monkeypatch.undo()
     assert np.array_equal(retarget(dropout, rig, "video").joints, held)
+
+
+def _bowing(track: pose.PoseTrack, frames: slice, depth: float) -> pose.PoseTrack:
+    """The track with the dancer bowing (leaning towards the camera) over `frames`: everything above the hips
+    drawn towards them to `depth` of its height, eased in and out over half a second."""
+    bowed = dataclasses.replace(track, keypoints=track.keypoints.copy())
+    keypoints = bowed.keypoints
+    hips = keypoints[:, [pose.L_HIP, pose.R_HIP], 1].mean(axis=1)
+    squash = np.ones(track.frame_count)
+    squash[frames] = depth
+    ease = int(track.fps / 2) | 1
+    squash = np.convolve(np.pad(squash, ease // 2, mode="edge"), np.ones(ease) / ease, mode="valid")
+    upper = list(range(pose.L_HIP))  # the face, shoulders, arms and hands
+    keypoints[:, upper, 1] = hips[:, None] + (keypoints[:, upper, 1] - hips[:, None]) * squash[:, None]
+    return bowed
+
+
+@pytest.mark.parametrize("orientation", ["video", "image"])
+def test_a_dancer_who_bows_keeps_the_character_s_size_and_her_legs_length(orientation):
+    # The dance with a bow of two and a half seconds, the torso foreshortened to 0.45 of its length. Measured by
+    # the torso alone, the dancer's size halved: in `video` the cartoon shrank to 0.45 of her size for the bow;
+    # in `image` the bow read as a zoom, and her legs were drawn at half their length everywhere else. Her
+    # shoulders, hips and legs say she is as large as before, and the cartoon is drawn so.
+    track, rig = driving_track(), cartoon_rig()
+    bow = slice(100, 160)
+    plain, bowed = (retarget(t, rig, orientation) for t in (track, _bowing(track, bow, 0.45)))
+    assert np.median(bowed.scale[bow] / plain.scale[bow]) > 0.85
+
+    def legs(motion) -> np.ndarray:
+        bones = [("l_hip", "l_knee"), ("l_knee", "l_ankle"), ("r_hip", "r_knee"), ("r_knee", "r_ankle")]
+        return sum(np.linalg.norm(motion.joints[:, J[b]] - motion.joints[:, J[a]], axis=1) for a, b in bones)
+
+    ratio = legs(bowed) / legs(plain)
+    for frames in (bow, slice(0, 90), slice(170, None)):
+        assert 0.85 < np.median(ratio[frames]) < 1.15, (frames, np.median(ratio[frames]))
