@@ -69,6 +69,7 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
     # Shot by shot: a camera cut changes the driver's size and place in the frame at once, and neither is the
     # character's motion (across one, a dancer's size was smoothed into the next shot's close-up half a second
     # early, and her bones measured against the close-up's drew her limbs at a third of their length).
+    frame_sides = np.zeros((frames, 2))  # orientation "video": the driving frame's sides on the canvas
     for span in track.shots():
         at = slice(span.start, span.stop)
         seen = track.detected[at] if track.detected[at].any() else np.ones(len(span), bool)
@@ -88,16 +89,11 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
                 scale[at] *= _up_to_driver_s_head(
                     xy[at][seen], fit, offset, rig, float(np.median(scale[at][seen]))
                 )
+            frame_sides[at] = offset[0], offset[0] + fit * track.width
         else:
             ratio = rig.size / max(float(np.median(driver_size[at])), 1e-6)
             root[at] = (pelvis[at] - np.median(pelvis[at], axis=0)) * ratio
-    if orientation == "video":
-        reach = _reach(rig)
-        side = _at_side(xy, track.width)
-        for span in track.shots():
-            at = slice(span.start, span.stop)
-            root[at, 0] = _walked_out(root[at, 0], scale[at] * reach, track.detected[at], side[at], width)
-    else:
+    if orientation != "video":
         root = rig.joints[J["pelvis"]] + _kept_in_picture(root, rig)
 
     if rig.cut_at_bottom:
@@ -114,6 +110,21 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
             weight = followed[c][:, None]
             step = weight * step + (1.0 - weight) * (rig.joints[c] - rig.joints[p]) * scale[:, None]
         joints[:, c] = joints[:, p] + step
+    if orientation == "video":
+        at_side = _at_side(xy, track.width)
+        for span in track.shots():
+            at = slice(span.start, span.stop)
+            x = joints[at, J["pelvis"], 0]
+            left, right = frame_sides[span.start]
+            fit = (right - left) / track.width
+            # How far she, and the driver, reach to either side of the root on the canvas: their joints, and
+            # hair, a skirt, fingertips beyond.
+            reach = _sideways(joints[at, :, 0], x, REACH_PAST_JOINTS * rig.size * scale[at])
+            driver_reach = _sideways(xy[at, :, 0] * fit + left, x, REACH_PAST_JOINTS * driver_size[at] * fit)
+            walked = _walked_out(
+                x, reach, driver_reach, track.detected[at], at_side[at], width, frame_sides[span.start]
+            )
+            joints[at, :, 0] += (walked - x)[:, None]
     # Both the driver's and the image's: a hand the picture hides (behind the back) has no wrist to turn at.
     seen = np.minimum(_seen(driver[..., 3]), _seen(rig.visibility)[None, :])
     tip_trust = np.zeros((frames, len(rig.joints)))
@@ -206,15 +217,10 @@ def _kept_in_picture(offset: np.ndarray, rig: CharacterRig) -> np.ndarray:
 WALK_SPEED = 0.004
 WALK_FRAMES = 4  # the frames before a gap (after it) its speed is measured over
 SIDE_MARGIN = 0.02
-
-
-def _reach(rig: CharacterRig) -> float:
-    """The farthest any of the character can lie from her pelvis, in rest canvas pixels: her longest chain of
-    bones from it, and a body size beyond (hair, a skirt, fingertips)."""
-    far = np.zeros(len(rig.joints))
-    for b, (p, c) in enumerate(BONES):
-        far[c] = far[p] + rig.bone_lengths[b]
-    return float(far.max() + rig.size)
+REACH_PAST_JOINTS = 0.6  # body sizes: how far hair, a skirt or fingertips lie past her outermost joint
+# At most this much faster than the driver (a driver lost with little of her left in the frame would have the
+# character leap off the canvas in a frame or two).
+WALK_SPEEDUP = 3.0
 
 
 def _at_side(xy: np.ndarray, width: int) -> np.ndarray:
@@ -226,13 +232,30 @@ def _at_side(xy: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def _sideways(joints_x: np.ndarray, root_x: np.ndarray, beyond: np.ndarray) -> np.ndarray:
+    """(frames, 2) how far a body reaches left and right of its root: its joints, and `beyond` past them."""
+    return np.stack([root_x - joints_x.min(axis=1), joints_x.max(axis=1) - root_x], axis=1) + beyond[:, None]
+
+
 def _walked_out(
-    x: np.ndarray, reach: np.ndarray, detected: np.ndarray, at_side: np.ndarray, width: float
+    x: np.ndarray,
+    reach: np.ndarray,
+    driver_reach: np.ndarray,
+    detected: np.ndarray,
+    at_side: np.ndarray,
+    width: float,
+    frame: np.ndarray,
 ) -> np.ndarray:
     """A shot's root x per frame (canvas pixels), with each run of frames without a person that someone walked
     out of (or into) the frame through a side (`at_side` there, see _at_side) moved out through that side, at
-    the speed they walked, until nothing of the character (`reach` pixels around her root, per frame) is left
-    on the canvas. Other gaps keep the track's filling (the pose held, or carried across the gap)."""
+    the speed they walked, until nothing of the character is left on the canvas (`reach`, (frames, 2): how far
+    she reaches left and right of her root). Other gaps keep the track's filling (the pose held, or carried
+    across the gap).
+
+    She leaves the canvas no later than the driver leaves the frame (`frame`: its left and right sides on the
+    canvas; `driver_reach`: the driver's `reach`): faster than the driver where the frame's side lies inside the
+    canvas (a portrait clip driving a landscape picture) or where she is drawn larger than the driver. At the
+    dancer's own speed the elf walked only as far as her picture's edge and back."""
     out = x.copy()
     frames = len(x)
     missing = np.flatnonzero(~detected)
@@ -251,7 +274,14 @@ def _walked_out(
             edge = width if side > 0 else 0.0
             if abs(speed) < WALK_SPEED * width or at_side[anchor] != side:
                 continue
-            gone = edge + side * reach[run]  # her root where nothing of her is left on the canvas
+            trailing = reach[:, 0] if side > 0 else reach[:, 1]  # her side away from the one she leaves by
+            driver_trailing = driver_reach[anchor, 0 if side > 0 else 1]
+            # The driver clears the frame's side in so many frames; she clears the canvas's in as many.
+            to_frame = side * (frame[int(side > 0)] + side * driver_trailing - x[anchor])
+            to_canvas = side * (edge + side * trailing[anchor] - x[anchor])
+            if to_frame > 0:
+                speed *= float(np.clip(to_canvas / to_frame, 1.0, WALK_SPEEDUP))
+            gone = edge + side * trailing[run]  # her root where nothing of her is left on the canvas
             path = x[anchor] + speed * np.abs(run - anchor)
             paths.append((side, np.minimum(path, gone) if side > 0 else np.maximum(path, gone)))
         if len(paths) == 2 and paths[0][0] != paths[1][0]:
