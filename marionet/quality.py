@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from marionet.engine.cpu.pose import landmarks_array, pose_solution, torso_length
+from marionet.engine.cpu.pose import detect_image_pose, landmarks_array, pose_solution, torso_length
 from marionet.errors import InputError, MarionetError
 from marionet.media.validate import decode_image
 from marionet.media.video import VideoInfo, probe_video, read_frames
@@ -159,9 +159,12 @@ def _image_histogram(path: Path) -> np.ndarray | None:
     )
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         result = pose.process(rgb)
-    if result.segmentation_mask is None:
-        return None
-    return _person_histogram(rgb, result.segmentation_mask)
+    if result.segmentation_mask is not None:
+        return _person_histogram(rgb, result.segmentation_mask)
+    # Nobody seen in the picture read whole (a cartoon cut at her thighs): the person the engine finds there,
+    # as it finds her (with room below the picture, or in windows).
+    found = detect_image_pose(rgb)
+    return None if found is None else _person_histogram(rgb, found.mask)
 
 
 def angles_between(va: np.ndarray, vb: np.ndarray) -> np.ndarray:

@@ -48,6 +48,12 @@ IMAGE_FINE_SPAN = 0.5
 # A person small in a large picture is missed read whole (BlazePose's detector sees it at 224 px): the picture is
 # then read in windows of each of these fractions of its sides, overlapping by half, the larger windows first.
 IMAGE_WINDOWS = (0.6, 0.4)
+# A picture in which nobody is seen is read again with these shares of its height added beneath it (its bottom
+# row repeated), in turn, before it is searched in windows. The cartoon cut at mid-thigh was seen by no whole
+# reading, and the windows found a figure a third of her size inside her (her knees at her waist): she came out
+# as a crumpled blob. With room below BlazePose reads her torso whole (with 0.3 to 1.0 of her height alike);
+# cut at her waist, she was refused (no person), and is read with 0.6 or more.
+IMAGE_ROOM_BELOW = (0.3, 1.0)
 # A driving video where nobody was found is searched the same way on a frame every REGION_EVERY_S seconds (at
 # least REGION_SAMPLES frames; decoded at REGION_SIDE at most), and read again within the box the people found
 # there span, grown by REGION_MARGIN of its larger side, unless that is more than REGION_MAX_SHARE of the frame
@@ -181,6 +187,10 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
     rgb = lit_for_reading(rgb)
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         found = _read_person(pose, rgb, _static_pose(pose, rgb))
+        for room in IMAGE_ROOM_BELOW if found is None else ():
+            found = _read_person(pose, rgb, _static_pose(pose, rgb, room), room)
+            if found is not None:
+                break
         if found is None:
             found = _read_person(pose, rgb, _found_in_windows(pose, rgb))
         else:
@@ -208,14 +218,15 @@ def lit_for_reading(rgb: np.ndarray) -> np.ndarray:
 
 
 def _read_person(
-    pose, rgb: np.ndarray, first: tuple[np.ndarray, np.ndarray] | None
+    pose, rgb: np.ndarray, first: tuple[np.ndarray, np.ndarray] | None, room_below: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """From a `first` reading (landmarks, mask in the image's pixels), the best of it and the crops around its
     mask (landmarks, union mask 0..1); None when there is no first reading or the best is not a person. The
     first mask is left out of the union when the person spans less than IMAGE_FINE_SPAN of the picture and a
     crop was read: the cartoon at a third of a picture's sides came out as a blob that took in the Eiffel
     tower beside her (0.55 of her own picture's mask in common; her crops' 0.94). A larger person's first mask
-    adds what the crops miss: the elf's fingers, with room above her."""
+    adds what the crops miss: the elf's fingers, with room above her. `room_below`: the crops are read so too
+    (_static_pose), as the first reading was."""
     if first is None:
         return None
     height, width = rgb.shape[:2]
@@ -226,7 +237,7 @@ def _read_person(
         x0, y0, x1, y1 = _grown(bounds, margin, width, height)
         if max(x0, y0, width - x1, height - y1) <= IMAGE_BOX_SAME * max(width, height):
             continue  # nearly the whole image: read already
-        cropped = _static_pose(pose, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        cropped = _static_pose(pose, np.ascontiguousarray(rgb[y0:y1, x0:x1]), room_below)
         if cropped is None:
             continue
         points, crop_mask = cropped
@@ -333,18 +344,24 @@ def segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nda
     return np.hypot(dx - t * ab[0], dy - t * ab[1])
 
 
-def _static_pose(pose, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _static_pose(pose, rgb: np.ndarray, room_below: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
     """One reading of an image (shrunk to 1024 px at most) by a static BlazePose graph with segmentation:
-    landmarks and the soft mask, in the image's pixels."""
+    landmarks and the soft mask, in the image's pixels. `room_below`: read with that share of its height added
+    under it (its bottom row repeated), as IMAGE_ROOM_BELOW says."""
     height, width = rgb.shape[:2]
-    scale = min(1.0, 1024 / max(height, width))
-    small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    below = round(height * room_below)
+    if below:
+        rgb = np.pad(rgb, ((0, below), (0, 0), (0, 0)), mode="edge")
+    scale = min(1.0, 1024 / max(height + below, width))
+    small = cv2.resize(
+        rgb, (round(width * scale), round((height + below) * scale)), interpolation=cv2.INTER_AREA
+    )
     result = pose.process(small)
-    points = landmarks_array(result, width, height)
+    points = landmarks_array(result, width, height + below)
     if points is None or result.segmentation_mask is None:
         return None
-    mask = cv2.resize(result.segmentation_mask, (width, height), interpolation=cv2.INTER_LINEAR)
-    return points, mask
+    mask = cv2.resize(result.segmentation_mask, (width, height + below), interpolation=cv2.INTER_LINEAR)
+    return points, np.ascontiguousarray(mask[:height])
 
 
 def _mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
