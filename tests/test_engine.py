@@ -1250,19 +1250,19 @@ def test_a_dancer_who_bows_keeps_the_character_s_size_and_her_legs_length(orient
         assert 0.85 < np.median(ratio[frames]) < 1.15, (frames, np.median(ratio[frames]))
 
 
-@pytest.mark.parametrize("cut", [0.62, 0.5])
-def test_a_character_cut_at_her_thighs_or_waist_is_read_whole(cut, tmp_path):
-    # The cartoon cut at mid-thigh (0.62 of her picture) or at the waist (0.5). Read whole, BlazePose saw nobody
-    # in either. The windows then found a figure a third of her size inside the thigh cut (torso 0.37 of hers,
-    # her knees at her waist), and she came out a crumpled blob; the waist cut was refused (no person). Read with
-    # room below the picture, her torso is read as the whole picture reads it, give or take a third (cut
-    # pictures' hips are guesses), and the eval finds her to compare colours with.
+@pytest.mark.parametrize("cut", [0.62, 0.5, 0.4])
+def test_a_character_cut_at_her_thighs_waist_or_chest_is_read_whole(cut, tmp_path):
+    # The cartoon cut at mid-thigh (0.62 of her picture), at the waist (0.5) or at the chest (0.4). Read whole,
+    # BlazePose saw nobody in any. The windows then found a figure a third of her size inside the thigh cut
+    # (torso 0.37 of hers, her knees at her waist), and she came out a crumpled blob; the other two were refused
+    # (no person). Read with room below the picture, her torso is read about as the whole picture reads it (a
+    # cut picture's hips are guesses: 0.61 of it at the chest), and the eval finds her to compare colours with.
     image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
     whole = pose.torso_length(pose.detect_image_pose(image).keypoints)
     cut_picture = np.ascontiguousarray(image[: round(image.shape[0] * cut)])
     found = pose.detect_image_pose(cut_picture)
     assert found is not None
-    assert 0.6 * whole < pose.torso_length(found.keypoints) < 1.2 * whole
+    assert 0.55 * whole < pose.torso_length(found.keypoints) < 1.2 * whole
     neck = found.keypoints[[pose.L_SHOULDER, pose.R_SHOULDER], :2].mean(axis=0)
     assert abs(neck[1] - image.shape[0] * 0.32) < 0.05 * image.shape[0]  # her shoulders where they are
     path = tmp_path / "cut.png"

@@ -51,9 +51,9 @@ IMAGE_WINDOWS = (0.6, 0.4)
 # A picture in which nobody is seen is read again with these shares of its height added beneath it (its bottom
 # row repeated), in turn, before it is searched in windows. The cartoon cut at mid-thigh was seen by no whole
 # reading, and the windows found a figure a third of her size inside her (her knees at her waist): she came out
-# as a crumpled blob. With room below BlazePose reads her torso whole (with 0.3 to 1.0 of her height alike);
-# cut at her waist, she was refused (no person), and is read with 0.6 or more.
-IMAGE_ROOM_BELOW = (0.3, 1.0)
+# as a crumpled blob. With room below BlazePose reads her torso whole (with 0.3 to 1.0 of her height alike).
+# Cut at her waist or chest she was refused (no person); she is read with 0.6 (at the chest, her hips a guess).
+IMAGE_ROOM_BELOW = (0.3, 0.6, 1.0)
 # A driving video where nobody was found is searched the same way on a frame every REGION_EVERY_S seconds (at
 # least REGION_SAMPLES frames; decoded at REGION_SIDE at most), and read again within the box the people found
 # there span, grown by REGION_MARGIN of its larger side, unless that is more than REGION_MAX_SHARE of the frame
