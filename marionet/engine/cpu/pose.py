@@ -54,6 +54,11 @@ IMAGE_WINDOWS = (0.6, 0.4)
 # as a crumpled blob. With room below BlazePose reads her torso whole (with 0.3 to 1.0 of her height alike).
 # Cut at her waist or chest she was refused (no person); she is read with 0.6 (at the chest, her hips a guess).
 IMAGE_ROOM_BELOW = (0.3, 0.6, 1.0)
+# Read so, BlazePose also finds people in scenery: the elf's cave wall, with 0.3 of its height below it, gave a
+# head and shoulders seen at 0.72. A reading with room below counts only when its nose and shoulders are seen
+# at this much or more (the cartoon's cuts: 0.99 and over; six pictures of scenery from the shared media gave no
+# other reading).
+IMAGE_ROOM_SEEN = 0.9
 # A driving video where nobody was found is searched the same way on a frame every REGION_EVERY_S seconds (at
 # least REGION_SAMPLES frames; decoded at REGION_SIDE at most), and read again within the box the people found
 # there span, grown by REGION_MARGIN of its larger side, unless that is more than REGION_MAX_SHARE of the frame
@@ -188,7 +193,7 @@ def detect_image_pose(rgb: np.ndarray) -> ImagePose | None:
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         found = _read_person(pose, rgb, _static_pose(pose, rgb))
         for room in IMAGE_ROOM_BELOW if found is None else ():
-            found = _read_person(pose, rgb, _static_pose(pose, rgb, room), room)
+            found = _read_person(pose, rgb, _seen_clearly(_static_pose(pose, rgb, room)), room)
             if found is not None:
                 break
         if found is None:
@@ -274,6 +279,13 @@ def _larger_in_image(pose, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndar
     if float(torso_length(other[0])) < LARGER_PERSON * torso:
         return None
     return other
+
+
+def _seen_clearly(reading: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """`reading`, when its nose and shoulders are seen at IMAGE_ROOM_SEEN or more; else None."""
+    if reading is None or reading[0][[NOSE, L_SHOULDER, R_SHOULDER], 3].min() < IMAGE_ROOM_SEEN:
+        return None
+    return reading
 
 
 def _is_person(points: np.ndarray, mask: np.ndarray) -> bool:
