@@ -1268,3 +1268,26 @@ def test_a_character_cut_at_her_thighs_waist_or_chest_is_read_whole(cut, tmp_pat
     path = tmp_path / "cut.png"
     cv2.imwrite(str(path), cv2.cvtColor(cut_picture, cv2.COLOR_RGB2BGR))
     assert quality._image_histogram(path) is not None
+
+
+def test_legs_the_picture_cuts_off_above_the_ankles_keep_its_stance():
+    # The cartoon cut at mid-thigh: her thighs are under her skirt, her ankles out of the picture (read at 0.14).
+    # Following the dancer's thighs, the skirt over them fanned open and shut. Such legs keep the picture's
+    # stance; the whole cartoon's legs follow the dancer's.
+    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    cut = np.ascontiguousarray(image[: round(image.shape[0] * 0.62)])
+    rig = cpu_engine._character(cut, None, cpu_engine.canvas_size(cut.shape[1], cut.shape[0], 720), None)
+    track = driving_track()
+
+    def thighs(rig: CharacterRig) -> tuple[np.ndarray, np.ndarray]:
+        motion = retarget(track, rig, "image")
+        drawn = [motion.joints[:, J[f"{s}_knee"]] - motion.joints[:, J[f"{s}_hip"]] for s in "lr"]
+        rest = [
+            (rig.joints[J[f"{s}_knee"]] - rig.joints[J[f"{s}_hip"]]) * motion.scale[:, None] for s in "lr"
+        ]
+        return np.stack(drawn), np.stack(rest)
+
+    drawn, rest = thighs(rig)
+    assert np.abs(drawn - rest).max() < 1e-6
+    drawn, rest = thighs(cartoon_rig())
+    assert angles_between(drawn.reshape(-1, 2), rest.reshape(-1, 2)).max() > 20

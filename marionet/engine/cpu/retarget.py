@@ -102,7 +102,7 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
         root[:, 1] = np.maximum(root[:, 1], height - below_root)
     joints = np.zeros((frames, len(rig.joints), 2))
     joints[:, J["pelvis"]] = root
-    followed = _legs_followed(driver[..., 3], track)
+    followed = _legs_followed(driver[..., 3], track, rig.visibility)
     for b, (p, c) in enumerate(BONES):
         step = directions[:, b] * (rig.bone_lengths[b] * foreshorten[:, b] * scale)[:, None]
         if c in followed:
@@ -330,15 +330,21 @@ def _up_to_driver_s_head(
     return max(1.0, min(room, 1.0) / max(scale, 1e-6))
 
 
-def _legs_followed(visibility: np.ndarray, track: PoseTrack) -> dict[int, np.ndarray]:
+def _legs_followed(visibility: np.ndarray, track: PoseTrack, pictured: np.ndarray) -> dict[int, np.ndarray]:
     """Per leg joint (knee, ankle, foot), 0..1 per frame: how far its bone follows the driver's rather than keep
     the picture's. A joint follows no further than the one above it; frames without a person take their
-    neighbours' (a gap holds the legs as it holds the rest of the body); smoothed within each shot."""
+    neighbours' (a gap holds the legs as it holds the rest of the body); smoothed within each shot.
+
+    A leg whose ankle the picture does not show (`pictured`: the picture's visibility per joint; a portrait cut
+    above the ankles) keeps the picture's stance whatever the driver does, by the same LEG_SEEN ramp: the
+    cartoon cut at mid-thigh had only her skirt over her thighs, and it fanned open and shut with the dancer's
+    legs. Cut at her knees, her ankles are read at 0.58-0.68 and her legs follow."""
     frames = np.arange(len(visibility))
     detected = track.detected if track.detected.any() else np.ones(len(visibility), bool)
     out: dict[int, np.ndarray] = {}
     for chain in LEG_CHAINS:
-        above = np.ones(len(visibility))
+        shown = (pictured[J[chain[1]]] - LEG_SEEN[0]) / (LEG_SEEN[1] - LEG_SEEN[0])
+        above = np.full(len(visibility), float(np.clip(shown, 0.0, 1.0)))
         for name in chain:
             j = J[name]
             if name.endswith("_foot"):
