@@ -343,24 +343,28 @@ def _legs_followed(visibility: np.ndarray, track: PoseTrack, pictured: np.ndarra
     detected = track.detected if track.detected.any() else np.ones(len(visibility), bool)
     out: dict[int, np.ndarray] = {}
     for chain in LEG_CHAINS:
-        shown = (pictured[J[chain[1]]] - LEG_SEEN[0]) / (LEG_SEEN[1] - LEG_SEEN[0])
-        above = np.full(len(visibility), float(np.clip(shown, 0.0, 1.0)))
+        above = np.full(len(visibility), float(_ramp(pictured[J[chain[1]]], LEG_SEEN)))
         for name in chain:
             j = J[name]
             if name.endswith("_foot"):
                 out[j] = above  # the foot turns with the shin: its own landmark is the least seen
                 continue
             held = np.interp(frames, frames[detected], visibility[detected, j])
-            seen = np.clip((held - LEG_SEEN[0]) / (LEG_SEEN[1] - LEG_SEEN[0]), 0.0, 1.0)
+            seen = _ramp(held, LEG_SEEN)
             for span in track.shots():
                 seen[span.start : span.stop] = _smooth(seen[span.start : span.stop], track.fps, LEG_SECONDS)
-            above = np.minimum(above, np.clip(seen, 0.0, 1.0))
+            above = np.minimum(above, seen)
             out[j] = above
     return out
 
 
+def _ramp(value: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """0 at or under bounds[0], 1 at or over bounds[1], linear between."""
+    return np.clip((value - bounds[0]) / (bounds[1] - bounds[0]), 0.0, 1.0)
+
+
 def _seen(visibility: np.ndarray) -> np.ndarray:
-    return np.clip((visibility - TIP_SEEN[0]) / (TIP_SEEN[1] - TIP_SEEN[0]), 0.0, 1.0)
+    return _ramp(visibility, TIP_SEEN)
 
 
 # orientation "video": between the driver's reach over the clip and the canvas's edge, a share of the canvas's
