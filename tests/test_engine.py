@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, shared_picture
 
 from marionet import quality
 from marionet.config import Settings
@@ -101,7 +101,7 @@ def driving_track(video_name: str = "dance_fullbody_12s.mp4") -> pose.PoseTrack:
 @functools.cache
 def cartoon_rig() -> CharacterRig:
     """The cartoon's rig on her own picture's canvas (720 px short side), built once: tests only read it."""
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    image = shared_picture("dance_ref_cartoon.png")
     return cpu_engine._character(
         image, None, cpu_engine.canvas_size(image.shape[1], image.shape[0], 720), None
     )
@@ -381,7 +381,7 @@ def test_a_half_body_character_with_room_around_her_is_read_as_when_framed_tight
     # The elf's picture with a plain margin above her, or a third of her width beside her. BlazePose reading
     # the whole picture makes her a fifth to a third narrower and her upper arms a third to two thirds shorter;
     # the character's pose is the best fit to her silhouette of that reading and of crops around her.
-    rgb = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    rgb = shared_picture("halfbody_ref_elf.jpg")
     height, width = rgb.shape[:2]
     plain = [int(v) for v in np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).mean(axis=0)]
     top, right = (height // 3, 0) if room == "headroom" else (0, width // 3)
@@ -411,7 +411,7 @@ def _in_a_large_picture(rgb: np.ndarray, fraction: float, colour: tuple[int, int
 def test_a_character_small_in_a_large_picture_is_found_and_read_as_when_framed_tight():
     # The dancer cartoon's picture at 45 % of a plain grey picture's sides: her box fills 13 % of it, above the
     # 5 % the contract recommends. Read whole, BlazePose finds nobody; the windows find her.
-    rgb = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rgb = shared_picture("dance_ref_cartoon.png")
     picture, top, left = _in_a_large_picture(rgb, 0.45, (128, 128, 128))
     with pose.pose_solution().Pose(static_image_mode=True, enable_segmentation=True) as whole:
         assert pose._static_pose(whole, picture) is None
@@ -427,7 +427,7 @@ def test_a_small_character_s_silhouette_is_the_crops_not_the_whole_picture_s_coa
     # The cartoon at a third of a dark picture's sides is found whole, but BlazePose segments at 256 px: that
     # blob took in the Eiffel tower beside her (it vanished into the filled background). Her crops' masks are
     # as fine as her own picture's.
-    rgb = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rgb = shared_picture("dance_ref_cartoon.png")
     height, width = rgb.shape[:2]
     tight = pose.detect_image_pose(rgb).mask > 0.5
     picture, top, left = _in_a_large_picture(rgb, 0.33, (40, 40, 60))
@@ -448,7 +448,7 @@ def test_of_two_people_in_the_picture_the_larger_is_the_character():
     # The cartoon's picture on the right of a dark one, the dancer's frame at 0.6 of its height on the left.
     # BlazePose reads the dancer (its detector scores her higher), and she was animated; the hosted service
     # follows the largest person, and so does the character.
-    cartoon = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    cartoon = shared_picture("dance_ref_cartoon.png")
     height, width = cartoon.shape[:2]
     dancer = next(rgb for index, _, rgb in read_frames(DATA / "dance_fullbody_12s.mp4") if index == 144)
     dancer = cv2.resize(
@@ -916,7 +916,7 @@ def test_a_reading_that_shrinks_at_once_is_a_gap_and_a_bow_is_not():
 def test_in_orientation_image_the_character_stays_in_the_picture_when_the_driver_walks_out(monkeypatch):
     # The elf kept her place only as far as the presenter kept his: slid out of his frame, he took her out of
     # hers. Her head and torso now stay in the picture; the travel of a driver who stays is unchanged.
-    image = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    image = shared_picture("halfbody_ref_elf.jpg")
     rig = cpu_engine._character(image, None, cpu_engine.canvas_size(1280, 720, 720), None)
     track = driving_track("halfbody_talk_3s.mp4")
     with_clamp = retarget(track, rig, "image").joints
@@ -952,7 +952,7 @@ def test_a_dark_picture_is_read_brightened_and_its_arms_are_seen(monkeypatch, tm
     found = pose.detect_image_pose(dark)
     assert found.keypoints[arms, 3].min() > 0.5 and set(found.hands) == {"left", "right"}
     for name in ("halfbody_ref_elf.jpg", "dance_ref_cartoon.png"):
-        picture = cv2.cvtColor(cv2.imread(str(DATA / name)), cv2.COLOR_BGR2RGB)
+        picture = shared_picture(name)
         assert pose.lit_for_reading(picture) is picture
 
 
@@ -1043,7 +1043,7 @@ def test_across_a_camera_cut_the_character_cuts_with_it(tmp_path, orientation):
     saved = tmp_path / "track.npz"
     pose.save_track(track, saved)
     assert pose.load_track(saved).cuts.tolist() == [cut]
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    image = shared_picture("dance_ref_cartoon.png")
     rig = cpu_engine._character(image, None, cpu_engine.canvas_size(width, height, 720), None)
     joints = retarget(track, rig, orientation).joints
     torso = np.linalg.norm(joints[:, J["neck"]] - joints[:, J["pelvis"]], axis=1)
@@ -1161,7 +1161,7 @@ def _walking(track: pose.PoseTrack, offset: np.ndarray) -> pose.PoseTrack:
 @functools.cache
 def elf_rig() -> CharacterRig:
     """The elf's rig on her own picture's canvas (1280x720), built once: tests only read it."""
-    image = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    image = shared_picture("halfbody_ref_elf.jpg")
     return cpu_engine._character(image, None, cpu_engine.canvas_size(1280, 720, 720), None)
 
 
@@ -1257,7 +1257,7 @@ def test_a_character_cut_at_her_thighs_waist_or_chest_is_read_whole(cut, tmp_pat
     # (torso 0.37 of hers, her knees at her waist), and she came out a crumpled blob; the other two were refused
     # (no person). Read with room below the picture, her torso is read about as the whole picture reads it (a
     # cut picture's hips are guesses: 0.61 of it at the chest), and the eval finds her to compare colours with.
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    image = shared_picture("dance_ref_cartoon.png")
     whole = pose.torso_length(pose.detect_image_pose(image).keypoints)
     cut_picture = np.ascontiguousarray(image[: round(image.shape[0] * cut)])
     found = pose.detect_image_pose(cut_picture)
@@ -1274,7 +1274,7 @@ def test_legs_the_picture_cuts_off_above_the_ankles_keep_its_stance():
     # The cartoon cut at mid-thigh: her thighs are under her skirt, her ankles out of the picture (read at 0.14).
     # Following the dancer's thighs, the skirt over them fanned open and shut. Such legs keep the picture's
     # stance; the whole cartoon's legs follow the dancer's.
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    image = shared_picture("dance_ref_cartoon.png")
     cut = np.ascontiguousarray(image[: round(image.shape[0] * 0.62)])
     rig = cpu_engine._character(cut, None, cpu_engine.canvas_size(cut.shape[1], cut.shape[0], 720), None)
     track = driving_track()

@@ -8,7 +8,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, shared_picture
 
 from marionet.engine.cpu import pose
 from marionet.engine.cpu.engine import QUALITY, canvas_size
@@ -40,7 +40,7 @@ from marionet.media.validate import decode_with_alpha
 
 @functools.cache
 def character() -> tuple[np.ndarray, CharacterRig]:
-    rgb = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rgb = shared_picture("dance_ref_cartoon.png")
     image_pose = pose.detect_image_pose(rgb)
     assert image_pose is not None
     canvas = canvas_size(rgb.shape[1], rgb.shape[0], 720)
@@ -259,7 +259,7 @@ def test_only_holes_the_segmentation_doubted_are_filled():
 def test_a_cut_out_leaves_no_ghost_of_its_soft_edges_in_the_background():
     # The dance character as a cut-out on white, its opacity the segmentation's soft mask: on white the pale,
     # half-transparent hem and sleeves read as background, and would stay behind when she moves.
-    rgb = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    rgb = shared_picture("dance_ref_cartoon.png")
     alpha = refine_mask(rgb, cv2.resize(pose.detect_image_pose(rgb).mask, rgb.shape[1::-1]))
     bgra = np.dstack([rgb[..., ::-1], np.round(alpha * 255).astype(np.uint8)])
     cut_out, opacity = decode_with_alpha(cv2.imencode(".png", bgra)[1].tobytes())  # as the engine reads it
@@ -309,7 +309,7 @@ def test_the_scenery_behind_a_standing_person_is_carried_across_their_narrow_hol
 
 
 def test_a_forearm_in_front_takes_its_pixels_and_the_body_beneath_is_filled():
-    rgb = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    rgb = shared_picture("halfbody_ref_elf.jpg")
     image_pose = pose.detect_image_pose(rgb)
     canvas = canvas_size(rgb.shape[1], rgb.shape[0], 720)
     rig = build_character(rgb, image_pose, canvas, QUALITY["std"].mesh_cells)
@@ -772,7 +772,7 @@ def headshot() -> tuple[pose.ImagePose, CharacterRig, np.ndarray]:
     a magenta background, and the labels of her parts."""
     import marionet.engine.cpu.rig as rig_module
 
-    elf = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    elf = shared_picture("halfbody_ref_elf.jpg")
     height, width = elf.shape[:2]
     rgb = np.ascontiguousarray(
         elf[: int(0.55 * height), width // 2 - int(0.3 * height) : width // 2 + int(0.3 * height)]

@@ -11,7 +11,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import DATA, REPO
+from conftest import DATA, REPO, shared_picture
 from test_engine import CACHE, CASES, WORK, driving_track, rendered
 
 from marionet import quality
@@ -40,7 +40,7 @@ def report(case: str) -> QualityReport:
 def still_report() -> QualityReport:
     """The dance image held still for the driving video's length: what doing nothing scores."""
     driving = probe_video(DATA / "dance_fullbody_12s.mp4")
-    image = cv2.cvtColor(cv2.imread(str(DATA / "dance_ref_cartoon.png")), cv2.COLOR_BGR2RGB)
+    image = shared_picture("dance_ref_cartoon.png")
     frame = np.ascontiguousarray(cv2.resize(image, (720, 1244), interpolation=cv2.INTER_AREA))
     path = held_still(frame, WORK / "still.mp4", driving.output_frame_count, driving.output_fps)
     return evaluate(path, DATA / "dance_fullbody_12s.mp4", DATA / "dance_ref_cartoon.png")
@@ -292,7 +292,7 @@ def test_a_still_picture_reads_still_from_its_first_frame(monkeypatch):
     # The elf's picture held still for two seconds. BlazePose's tracker, started cold, moves its landmarks over
     # the first frames while the picture stands still; the eval lets it settle on the first frame first, so
     # what it scores as jitter is the video's.
-    image = cv2.cvtColor(cv2.imread(str(DATA / "halfbody_ref_elf.jpg")), cv2.COLOR_BGR2RGB)
+    image = shared_picture("halfbody_ref_elf.jpg")
     path = held_still(image, WORK / "still-elf.mp4", 48, 24)
     settled = quality.jitter(quality._analyse_video(path, probe_video(path), 48, histograms=False))
     monkeypatch.setattr(quality, "SETTLE_READS", 0)
