@@ -825,6 +825,64 @@ def test_with_two_dancers_one_is_followed_across_every_chunk(tmp_path, right_sca
         assert followed_left
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stays", [True, False], ids=["comes_in_and_dances", "passes_by"])
+def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(tmp_path, stays, monkeypatch):
+    """A smaller dancer (0.7 of the size, mirrored, three seconds behind) stands on the left from the first
+    frame; a larger one slides in from the right at 1 s and dances to the end, or comes in at 2 s and leaves
+    again by 3.5 s. Every chunk's graph after the first picked the larger one, and each was read again on the
+    smaller, who was followed through the whole clip. The hosted service follows the largest person: the one
+    who fills more of the clip is followed, once and for all of it."""
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    clip = tmp_path / "later.mp4"
+    fps, behind = info.output_fps, round(3 * info.output_fps)
+    small_box = (80, 80 + 252)  # the smaller dancer's columns: 252x448 px, on the frame's bottom
+    frames = []
+    with VideoWriter(clip, width=960, height=640, fps=fps, preset="ultrafast") as writer:
+        for index, _, rgb in read_frames(source, info, max_side=640):
+            if index >= 6 * fps:
+                break
+            frames.append(cv2.resize(rgb, (360, 640)))
+            frame = np.full((640, 960, 3), 200, np.uint8)
+            frame[152:600, small_box[0] : small_box[1]] = cv2.resize(
+                frames[max(0, index - behind)][:, ::-1], (252, 448)
+            )
+            seconds = index / fps
+            came, went = (1.0, 99.0) if stays else (2.0, 3.5)
+            slid = min(seconds - came, went - seconds)  # seconds since coming in, or before going
+            if slid > 0:
+                x = int(max(460, 960 - slid * 600))
+                shown = min(360, 960 - x)
+                frame[:, x : x + shown] = frames[-1][:, :shown]
+            writer.write(np.ascontiguousarray(frame))
+    later = probe_video(clip)
+    assert len(pose.pose_chunks(later.output_frame_count)) >= 2
+    track = pose.extract_pose_track(clip, later, lambda done: None)
+    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    on_the_left = (hips_x > small_box[0]) & (hips_x < small_box[1])
+    if stays:
+        whole = slice(round(1.8 * fps), None)  # from when the larger one is all in the frame
+        assert track.detected[whole].all()
+        assert np.all((hips_x[whole] > 460) & (hips_x[whole] < 820))
+        assert not on_the_left.any()  # before she came in nobody is followed: her first pose is held
+        # A cancel while the clip is read again with the first person hidden stops that reading's lanes too.
+        hiding = pose._hiding
+        again = threading.Event()
+        monkeypatch.setattr(pose, "_hiding", lambda *args: again.set() or hiding(*args))
+
+        def on_batch(done: int) -> None:
+            if again.is_set():
+                raise TaskCancelled()
+
+        with pytest.raises(TaskCancelled):
+            pose.extract_pose_track(clip, later, on_batch)
+        assert not [t for t in threading.enumerate() if t.name.startswith("marionet-pose")]
+    else:
+        assert track.person_share > 0.9
+        assert on_the_left.all()
+
+
 def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():
     frames = 40
     keypoints = np.zeros((frames, 33, 4), np.float32)

@@ -32,7 +32,7 @@ L_FOOT, R_FOOT = 31, 32
 N_LANDMARKS = 33
 
 # Bump when decoding, detection or post-processing changes, so cached tracks of older code are not reused.
-TRACK_VERSION = "v8"
+TRACK_VERSION = "v9"
 ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the source is most of the speed
 POSE_LANES = 2  # BlazePose graphs running side by side on the clip's chunks, one core each
 MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
@@ -675,27 +675,101 @@ def _follow_one_person(
     whoever its detector scores best at its first frame: the first chunk is read again on the `larger` person
     its lane saw beside the one it found (a box, or None), and any later chunk that followed someone else than
     the chunk before it is read again, shown that person first (one graph each, after the parallel pass; only
-    clips with several people pay for it). `check` is called every `batch` frames read, for cancels. With a
-    `region`, boxes and landmarks are in its pixels."""
+    clips with several people pay for it). Where either happened, the clip is read once more with that
+    person hidden, and whoever of the two fills the clip LARGER_PERSON times as much is kept. `check` is
+    called every `batch` frames read, for cancels. With a `region`, boxes and landmarks are in its pixels."""
     view = _region_view(info, region)
 
-    def reread(chunk: int, start: int, focus: tuple[int, int, int, int]) -> None:
+    def reread(
+        chunk: int,
+        start: int,
+        focus: tuple[int, int, int, int] | None,
+        hidden: tuple[np.ndarray, np.ndarray] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         first = lead_in(chunks[chunk]).start
         readings[chunk][start - first :], found[chunk][start - first :] = 0.0, False
         frames = _frames_in(video_path, info, region, range(start, chunks[chunk].stop))
+        if hidden is not None:
+            frames = _hiding(frames, hidden, first, view)
         with contextlib.closing(
             _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], view, focus)
         ) as reads:
             for index in reads:
-                if index % batch == 0:
+                if stop is not None:
+                    if stop.is_set():
+                        return
+                elif index % batch == 0:
                     check()
 
+    others = larger is not None
     if larger is not None:
         reread(0, int(np.argmax(found[0])), larger)
     for chunk in range(1, len(chunks)):
         box = _other_person(chunks, readings, found, chunk, view)
         if box is not None:
+            others = True
             reread(chunk, lead_in(chunks[chunk]).start, box)
+    if not others:
+        return
+    # Someone else was seen beside the person followed: follow them too, through the whole clip with that person
+    # hidden (the chunks side by side, as in the first pass), and keep whoever fills more of it: a dancer who
+    # came in after a smaller one who stood there.
+    followed = [reading.copy() for reading in readings], [seen.copy() for seen in found]
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=POSE_LANES, thread_name_prefix="marionet-pose") as lanes:
+        running = [
+            lanes.submit(
+                reread,
+                chunk,
+                lead_in(chunks[chunk]).start,
+                None,
+                (followed[0][chunk], followed[1][chunk]),
+                stop,
+            )
+            for chunk in range(len(chunks))
+        ]
+        try:
+            while wait(running, timeout=0.05).not_done:
+                check()
+            for future in running:
+                future.result()
+        finally:
+            stop.set()
+    if _presence(chunks, readings, found) < LARGER_PERSON * _presence(chunks, *followed):
+        for chunk in range(len(chunks)):
+            readings[chunk][:], found[chunk][:] = followed[0][chunk], followed[1][chunk]
+
+
+def _presence(chunks: list[range], readings: list[np.ndarray], found: list[np.ndarray]) -> float:
+    """How much of the clip the chunks' person fills: their torso length summed over the frames where they are
+    seen (a large dancer there throughout outweighs a larger passer-by crossing in a second)."""
+    total = 0.0
+    for chunk, reading, seen in zip(chunks, readings, found, strict=True):
+        own = slice(len(reading) - len(chunk), None)
+        total += float(torso_length(reading[own][seen[own]]).sum())
+    return total
+
+
+def _hiding(
+    frames: Iterable[tuple[int, np.ndarray]],
+    hidden: tuple[np.ndarray, np.ndarray],
+    first: int,
+    info: VideoInfo,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """`frames` with the person of a chunk's earlier reading (landmarks, seen; from frame `first`) painted over
+    in grey, frame by frame; where that reading lost them, where it last (or next) saw them."""
+    reading, seen = hidden
+    if not seen.any():
+        yield from frames
+        return
+    seen_at = np.flatnonzero(seen)
+    for index, rgb in frames:
+        nearest = seen_at[np.argmin(np.abs(seen_at - (index - first)))]
+        x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in _person_box(reading[nearest], info))
+        rgb = rgb.copy()
+        rgb[y0:y1, x0:x1] = 128
+        yield index, rgb
 
 
 def _larger_person(
