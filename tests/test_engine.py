@@ -883,6 +883,44 @@ def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(t
         assert on_the_left.all()
 
 
+@pytest.mark.slow
+def test_of_three_people_one_is_followed_through_the_clip(tmp_path):
+    """Three dancers, 0.6 of the size on the left and 0.8 on the right from the first frame, 1.0 in the middle
+    from 1 s. The left one was followed first; the clip read again with her hidden followed the right one in its
+    first chunk and the middle one in its second, and that reading, filling more of the clip, was kept: the
+    character jumped from one dancer to another. That reading is made one person too: whoever is followed
+    stays in their own columns from the first frame to the last."""
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    clip = tmp_path / "three.mp4"
+    fps = info.output_fps
+    columns = {"left": (40, 292), "middle": (460, 820), "right": (960, 1140)}
+    frames = []
+    with VideoWriter(clip, width=1280, height=640, fps=fps, preset="ultrafast") as writer:
+        for index, _, rgb in read_frames(source, info, max_side=640):
+            if index >= 4 * fps:
+                break
+            frames.append(cv2.resize(rgb, (360, 640)))
+            frame = np.full((640, 1280, 3), 200, np.uint8)
+            people = [
+                ("left", 0.6, frames[max(0, index - 60)][:, ::-1]),
+                ("right", 0.8, frames[max(0, index - 30)]),
+            ]
+            if index >= fps:
+                people.append(("middle", 1.0, frames[-1]))
+            for where, scale, picture in people:
+                x0, x1 = columns[where]
+                height = round(640 * scale)
+                frame[640 - height :, x0:x1] = cv2.resize(picture, (x1 - x0, height))
+            writer.write(np.ascontiguousarray(frame))
+    three = probe_video(clip)
+    assert len(pose.pose_chunks(three.output_frame_count)) >= 2
+    track = pose.extract_pose_track(clip, three, lambda done: None)
+    assert track.person_share > 0.9
+    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    assert any(np.all((hips_x > x0) & (hips_x < x1)) for x0, x1 in columns.values())
+
+
 def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():
     frames = 40
     keypoints = np.zeros((frames, 33, 4), np.float32)

@@ -675,8 +675,9 @@ def _follow_one_person(
     whoever its detector scores best at its first frame: the first chunk is read again on the `larger` person
     its lane saw beside the one it found (a box, or None), and any later chunk that followed someone else than
     the chunk before it is read again, shown that person first (one graph each, after the parallel pass; only
-    clips with several people pay for it). Where either happened, the clip is read once more with that
-    person hidden, and whoever of the two fills the clip LARGER_PERSON times as much is kept. `check` is
+    clips with several people pay for it). Where either happened, the clip is read once more, as one person
+    again, with the first hidden, and whoever of the two fills the clip LARGER_PERSON times as much is kept
+    (of three or more people, the larger of the first two found). `check` is
     called every `batch` frames read, for cancels. With a `region`, boxes and landmarks are in its pixels."""
     view = _region_view(info, region)
 
@@ -702,19 +703,25 @@ def _follow_one_person(
                 elif index % batch == 0:
                     check()
 
-    others = larger is not None
+    def one_person(hidden: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> bool:
+        """Each chunk after the first read again on the person of the chunk before it, where it followed
+        someone else; whether any did."""
+        others = False
+        for chunk in range(1, len(chunks)):
+            box = _other_person(chunks, readings, found, chunk, view)
+            if box is not None:
+                others = True
+                hide = None if hidden is None else (hidden[0][chunk], hidden[1][chunk])
+                reread(chunk, lead_in(chunks[chunk]).start, box, hide)
+        return others
+
     if larger is not None:
         reread(0, int(np.argmax(found[0])), larger)
-    for chunk in range(1, len(chunks)):
-        box = _other_person(chunks, readings, found, chunk, view)
-        if box is not None:
-            others = True
-            reread(chunk, lead_in(chunks[chunk]).start, box)
-    if not others:
+    if not one_person() and larger is None:
         return
     # Someone else was seen beside the person followed: follow them too, through the whole clip with that person
-    # hidden (the chunks side by side, as in the first pass), and keep whoever fills more of it: a dancer who
-    # came in after a smaller one who stood there.
+    # hidden (the chunks side by side, as in the first pass, then made one person as that was), and keep whoever
+    # fills more of it: a dancer who came in after a smaller one who stood there.
     followed = [reading.copy() for reading in readings], [seen.copy() for seen in found]
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=POSE_LANES, thread_name_prefix="marionet-pose") as lanes:
@@ -736,6 +743,7 @@ def _follow_one_person(
                 future.result()
         finally:
             stop.set()
+    one_person(hidden=followed)
     if _presence(chunks, readings, found) < LARGER_PERSON * _presence(chunks, *followed):
         for chunk in range(len(chunks)):
             readings[chunk][:], found[chunk][:] = followed[0][chunk], followed[1][chunk]
