@@ -1009,6 +1009,60 @@ def test_a_reading_that_shrinks_at_once_is_a_gap_and_a_bow_is_not():
     assert np.nonzero(~shrunk.detected)[0].tolist() == list(small)
 
 
+def test_a_run_of_readings_that_leaps_away_and_back_is_a_gap_and_a_fast_dance_is_not():
+    # BlazePose's tracker went over to someone larger passing in front of the dancer and followed them across
+    # the frame for a second; the character slid with them and snapped back. The dance itself, at double speed
+    # (every other frame: its torso moves up to 0.3 of its length a frame), keeps every reading.
+    track = driving_track()
+    fast = dataclasses.replace(
+        track, keypoints=track.keypoints[::2].copy(), detected=track.detected[::2].copy()
+    )
+    assert fast.detected.all()
+    pose.drop_detours(fast)
+    assert fast.detected.all()
+    passed = dataclasses.replace(track, keypoints=track.keypoints.copy(), detected=track.detected.copy())
+    by = range(100, 125)
+    torso = float(np.median(pose.torso_length(track.keypoints)))
+    centre = passed.keypoints[by, :, :2].mean(axis=1, keepdims=True)
+    walk = np.stack([np.linspace(1.5, -1.5, len(by)) * torso, np.zeros(len(by))], axis=1)[:, None, :]
+    passed.keypoints[by, :, :2] = (passed.keypoints[by, :, :2] - centre) * 1.3 + centre + walk
+    passed.detected[112] = False  # lost for a frame as it went
+    pose.drop_detours(passed)
+    assert np.nonzero(~passed.detected)[0].tolist() == list(by)
+
+
+@pytest.mark.slow
+def test_someone_passing_in_front_of_the_dancer_is_not_followed(tmp_path):
+    """A larger person crosses the frame in front of the dancer in two seconds, hiding her for one: the track
+    went with them across the frame and back (and the character, drawn small for the whole clip to fit them,
+    slid with them). It now holds the dancer's place while she is hidden."""
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    clip = tmp_path / "passer.mp4"
+    fps = info.output_fps
+    frames = []
+    with VideoWriter(clip, width=960, height=640, fps=fps, preset="ultrafast") as writer:
+        for index, _, rgb in read_frames(source, info, max_side=640):
+            if index >= 7 * fps:
+                break
+            frames.append(cv2.resize(rgb, (360, 640)))
+            frame = np.full((640, 960, 3), 200, np.uint8)
+            frame[:, 300:660] = frames[-1]
+            crossed = (index / fps - 3.0) / 2.0  # the share of the crossing done, from 3 s to 5 s
+            if 0 <= crossed <= 1:
+                passer = cv2.resize(frames[max(0, index - 90)][:, ::-1], (468, 832))[
+                    :640
+                ]  # 1.3x, cut at the knees
+                x = round(960 - crossed * (960 + 468))
+                shown = slice(max(0, x), min(960, x + 468))
+                frame[:, shown] = passer[:, shown.start - x : shown.stop - x]
+            writer.write(np.ascontiguousarray(frame))
+    track = pose.extract_pose_track(clip, probe_video(clip), lambda done: None)
+    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    assert track.detected.mean() > 0.7
+    assert np.all((hips_x > 400) & (hips_x < 560))  # the dancer's, 300-660; the passer-by went to 0
+
+
 def test_in_orientation_image_the_character_stays_in_the_picture_when_the_driver_walks_out(monkeypatch):
     # The elf kept her place only as far as the presenter kept his: slid out of his frame, he took her out of
     # hers. Her head and torso now stay in the picture; the travel of a driver who stays is unchanged.

@@ -569,6 +569,7 @@ def extract_pose_track(
     track.cuts = find_cuts(signatures, detected, info.output_fps)
     if track.detected.any():
         for span in track.shots():  # each with someone in it (kept_cuts)
+            drop_detours(track.shot(span))
             drop_shrunken(track.shot(span))
         track.cuts = kept_cuts(track.cuts, track.detected, track.fps)
         for span in track.shots():
@@ -927,6 +928,35 @@ def _join_chunks(
         keypoints[lead.start : lead.stop] = theirs + (reading[: len(lead)] - theirs) * weight[:, None, None]
         detected[lead.start : lead.stop] |= seen[: len(lead)]
     return keypoints, detected
+
+
+# The torso's centre moves at most 0.15 torso lengths a frame in the shared dance (and in it zoomed in to 1.6x).
+# A reading that leaps JUMP or more in a frame (per frame between two readings) is another person: BlazePose's
+# tracker went over to someone passing in front of the one it followed (to 0.9 a frame) or came back.
+JUMP = 0.5
+DETOUR_BACK = 1.0  # ... and the readings either side of such a run lie this near each other (torso lengths)
+
+
+def drop_detours(track: PoseTrack) -> None:
+    """Mark undetected a run of readings that leaps away and back (JUMP), where the readings either side of it
+    agree (within DETOUR_BACK) and it is shorter than both: someone who passed in front of the person
+    followed, whom the tracker followed for a while. Followed, the character slid across the canvas with them
+    and snapped back; filled as a gap, it holds its pose while the person is hidden."""
+    seen = np.flatnonzero(track.detected)
+    if len(seen) < 3:
+        return
+    points = track.keypoints[seen]
+    centre = points[:, [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP], :2].mean(axis=1)
+    torso = np.maximum(torso_length(points), 1.0)
+    step = np.linalg.norm(np.diff(centre, axis=0), axis=1) / np.minimum(torso[1:], torso[:-1])
+    jumps = np.flatnonzero(step >= JUMP * np.diff(seen))  # a jump between seen[j] and seen[j + 1]
+    edges = [-1, *jumps.tolist(), len(seen) - 1]  # runs seen[edges[r] + 1 : edges[r + 1] + 1]
+    for run in range(1, len(edges) - 2):
+        before, first, last, after = edges[run], edges[run] + 1, edges[run + 1], edges[run + 1] + 1
+        apart = np.linalg.norm(centre[after] - centre[before]) / min(torso[before], torso[after])
+        length = last - first + 1
+        if apart <= DETOUR_BACK and length < before - edges[run - 1] and length < edges[run + 2] - last:
+            track.detected[seen[first : last + 1]] = False
 
 
 # A reading whose skeleton is under SHRUNK of the readings' around it (the median of its bones' ratios) is not the
