@@ -774,11 +774,15 @@ def _hiding(
         return
     seen_at = np.flatnonzero(seen)
     for index, rgb in frames:
-        nearest = seen_at[np.argmin(np.abs(seen_at - (index - first)))]
-        x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in _person_box(reading[nearest], info))
-        rgb = rgb.copy()
-        rgb[y0:y1, x0:x1] = 128
-        yield index, rgb
+        yield index, _hidden(rgb, reading[seen_at[np.argmin(np.abs(seen_at - (index - first)))]], info)
+
+
+def _hidden(rgb: np.ndarray, points: np.ndarray, info: VideoInfo) -> np.ndarray:
+    """A copy of an analysis frame with the box around a person's landmarks (source pixels) painted grey."""
+    x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in _person_box(points, info))
+    hidden = rgb.copy()
+    hidden[y0:y1, x0:x1] = 128
+    return hidden
 
 
 def _larger_person(
@@ -786,11 +790,8 @@ def _larger_person(
 ) -> tuple[int, int, int, int] | None:
     """A box around someone larger (torso LARGER_PERSON times as long) than the person `followed` in this
     analysis frame, found with that person hidden; None when there is nobody else, or nobody larger."""
-    x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in _person_box(followed, info))
-    hidden = rgb.copy()
-    hidden[y0:y1, x0:x1] = 128
     with pose_solution().Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
-        other = _person_landmarks(pose, hidden, info)
+        other = _person_landmarks(pose, _hidden(rgb, followed, info), info)
     if other is None or torso_length(other) < LARGER_PERSON * torso_length(followed):
         return None
     return _person_box(other, info)
