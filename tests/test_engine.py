@@ -1011,7 +1011,8 @@ def test_a_reading_that_shrinks_at_once_is_a_gap_and_a_bow_is_not():
 
 def test_a_run_of_readings_that_leaps_away_and_back_is_a_gap_and_a_fast_dance_is_not():
     # BlazePose's tracker went over to someone larger passing in front of the dancer and followed them across
-    # the frame for a second; the character slid with them and snapped back. The dance itself, at double speed
+    # the frame for a second; the character slid with them and snapped back. At the clip's end it went with
+    # them and never came back. The dance itself, at double speed
     # (every other frame: its torso moves up to 0.3 of its length a frame), keeps every reading.
     track = driving_track()
     fast = dataclasses.replace(
@@ -1027,15 +1028,19 @@ def test_a_run_of_readings_that_leaps_away_and_back_is_a_gap_and_a_fast_dance_is
     walk = np.stack([np.linspace(1.5, -1.5, len(by)) * torso, np.zeros(len(by))], axis=1)[:, None, :]
     passed.keypoints[by, :, :2] = (passed.keypoints[by, :, :2] - centre) * 1.3 + centre + walk
     passed.detected[112] = False  # lost for a frame as it went
+    # And someone else in front of the camera at the end: the track leaps to them and the clip ends.
+    end = range(270, track.frame_count)
+    passed.keypoints[end, :, 0] += 2 * torso
     pose.drop_detours(passed)
-    assert np.nonzero(~passed.detected)[0].tolist() == list(by)
+    assert np.nonzero(~passed.detected)[0].tolist() == [*by, *end]
 
 
 @pytest.mark.slow
-def test_someone_passing_in_front_of_the_dancer_is_not_followed(tmp_path):
+@pytest.mark.parametrize("at", [3.0, 0.0], ids=["in_the_middle", "at_the_start"])
+def test_someone_passing_in_front_of_the_dancer_is_not_followed(tmp_path, at):
     """A larger person crosses the frame in front of the dancer in two seconds, hiding her for one: the track
     went with them across the frame and back (and the character, drawn small for the whole clip to fit them,
-    slid with them). It now holds the dancer's place while she is hidden."""
+    slid with them). It now holds the dancer's place while she is hidden, also when they cross at once."""
     source = DATA / "dance_fullbody_12s.mp4"
     info = probe_video(source)
     clip = tmp_path / "passer.mp4"
@@ -1048,7 +1053,7 @@ def test_someone_passing_in_front_of_the_dancer_is_not_followed(tmp_path):
             frames.append(cv2.resize(rgb, (360, 640)))
             frame = np.full((640, 960, 3), 200, np.uint8)
             frame[:, 300:660] = frames[-1]
-            crossed = (index / fps - 3.0) / 2.0  # the share of the crossing done, from 3 s to 5 s
+            crossed = (index / fps - at) / 2.0  # the share of the crossing done, in two seconds from `at`
             if 0 <= crossed <= 1:
                 passer = cv2.resize(frames[max(0, index - 90)][:, ::-1], (468, 832))[
                     :640

@@ -936,13 +936,17 @@ def _join_chunks(
 # tracker went over to someone passing in front of the one it followed (to 0.9 a frame) or came back.
 JUMP = 0.5
 DETOUR_BACK = 1.0  # ... and the readings either side of such a run lie this near each other (torso lengths)
+DETOUR_GAP = 0.25  # seconds without a reading that end a run (drop_detours)
 
 
 def drop_detours(track: PoseTrack) -> None:
-    """Mark undetected a run of readings that leaps away and back (JUMP), where the readings either side of it
-    agree (within DETOUR_BACK) and it is shorter than both: someone who passed in front of the person
-    followed, whom the tracker followed for a while. Followed, the character slid across the canvas with them
-    and snapped back; filled as a gap, it holds its pose while the person is hidden."""
+    """Mark undetected the readings BlazePose's tracker took from someone else for a while: someone who passed
+    in front of the person followed. The readings fall into runs, between leaps (JUMP) and between gaps of
+    DETOUR_GAP seconds or more (after which the person is found afresh). A run that leaps away and back, where
+    the readings either side agree (within DETOUR_BACK) and that is shorter than those two runs together, is
+    not the person; nor is one that leaps only once, towards a gap or an end of the track, and is shorter
+    than the run across its leap. Followed, the character slid across the canvas with them and snapped back;
+    filled as a gap, it holds its pose while the person is hidden."""
     seen = np.flatnonzero(track.detected)
     if len(seen) < 3:
         return
@@ -950,14 +954,28 @@ def drop_detours(track: PoseTrack) -> None:
     centre = points[:, [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP], :2].mean(axis=1)
     torso = np.maximum(torso_length(points), 1.0)
     step = np.linalg.norm(np.diff(centre, axis=0), axis=1) / np.minimum(torso[1:], torso[:-1])
-    jumps = np.flatnonzero(step >= JUMP * np.diff(seen))  # a jump between seen[j] and seen[j + 1]
-    edges = [-1, *jumps.tolist(), len(seen) - 1]  # runs seen[edges[r] + 1 : edges[r + 1] + 1]
-    for run in range(1, len(edges) - 2):
-        before, first, last, after = edges[run], edges[run] + 1, edges[run + 1], edges[run + 1] + 1
-        apart = np.linalg.norm(centre[after] - centre[before]) / min(torso[before], torso[after])
-        length = last - first + 1
-        if apart <= DETOUR_BACK and length < before - edges[run - 1] and length < edges[run + 2] - last:
-            track.detected[seen[first : last + 1]] = False
+    leaps = step >= JUMP * np.diff(seen)  # between seen[j] and seen[j + 1]
+    ends = leaps | (np.diff(seen) >= DETOUR_GAP * track.fps)
+    # Run r is seen[edges[r] + 1 : edges[r + 1] + 1].
+    edges = [-1, *np.flatnonzero(ends).tolist(), len(seen) - 1]
+    lengths = np.diff(edges)
+    leap_before = [run > 0 and bool(leaps[edges[run]]) for run in range(len(lengths))]
+    leap_after = [run < len(lengths) - 1 and bool(leaps[edges[run + 1]]) for run in range(len(lengths))]
+    others = set()
+    for run in range(len(lengths)):  # away and back to where it left
+        if leap_before[run] and leap_after[run]:
+            before, after = edges[run], edges[run + 1] + 1
+            apart = np.linalg.norm(centre[after] - centre[before]) / min(torso[before], torso[after])
+            if apart <= DETOUR_BACK and lengths[run] < lengths[run - 1] + lengths[run + 1]:
+                others.add(run)
+    # One leap only: compared with the run across it, unless that one is not the person.
+    for run in range(len(lengths)):
+        if leap_before[run] != leap_after[run]:
+            across = run - 1 if leap_before[run] else run + 1
+            if across not in others and lengths[run] < lengths[across]:
+                others.add(run)
+    for run in others:
+        track.detected[seen[edges[run] + 1 : edges[run + 1] + 1]] = False
 
 
 # A reading whose skeleton is under SHRUNK of the readings' around it (the median of its bones' ratios) is not the
