@@ -16,7 +16,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from marionet.engine.cpu.pose import detect_image_pose, landmarks_array, pose_solution, torso_length
+from marionet.engine.cpu.pose import (
+    L_HIP,
+    L_SHOULDER,
+    R_HIP,
+    R_SHOULDER,
+    detect_image_pose,
+    extract_pose_track,
+    landmarks_array,
+    person_box,
+    pose_solution,
+    torso_length,
+)
 from marionet.errors import InputError, MarionetError
 from marionet.media.validate import decode_image
 from marionet.media.video import VideoInfo, probe_video, read_frames
@@ -34,6 +45,9 @@ ANALYSIS_SIDE = 384
 SETTLE_READS = 60
 SETTLE_PX = 0.5
 IDENTITY_EVERY = 4  # frames between identity samples
+# A driving video whose reading lies more than half a torso from the person the engine follows in this share of
+# the frames both see someone is read again showing only that person: of several people, the one animated.
+ELSEWHERE_SHARE = 0.1
 # Identity: the share of the person's colours the output and image have in common, on a coarse Lab grid. On the
 # shared media a person's own clip against its own frame scores 0.88-0.92, another person 0.60 at most.
 IDENTITY_BINS = 8
@@ -103,7 +117,11 @@ def _person_histogram(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     return (hist / max(float(hist.sum()), 1e-9)).astype(np.float32).ravel()
 
 
-def _analyse_video(path: Path, info: VideoInfo, frames: int, histograms: bool) -> _Sequence:
+def _analyse_video(
+    path: Path, info: VideoInfo, frames: int, histograms: bool, shown: np.ndarray | None = None
+) -> _Sequence:
+    """BlazePose's tracker over the first `frames` frames; with `shown` (frames, 4: x0, y0, x1, y1 in source
+    pixels), each frame grey outside its box."""
     keypoints = np.zeros((frames, 33, 4), np.float32)
     detected = np.zeros(frames, bool)
     hists: list[np.ndarray] = []
@@ -113,6 +131,11 @@ def _analyse_video(path: Path, info: VideoInfo, frames: int, histograms: bool) -
         for index, _, rgb in read_frames(path, info, max_side=ANALYSIS_SIDE):
             if index >= frames:
                 break
+            if shown is not None:
+                x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in shown[index])
+                only = np.full_like(rgb, 128)
+                only[y0:y1, x0:x1] = rgb[y0:y1, x0:x1]
+                rgb = only
             if index == 0:
                 _settle(pose, rgb)
             result = pose.process(rgb)
@@ -145,8 +168,26 @@ def _settle(pose, rgb: np.ndarray) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _analyse_driving(path: str, mtime_ns: int, info: VideoInfo, frames: int) -> _Sequence:
-    """The driving video's analysis, kept for the next evaluation against the same clip (one process)."""
-    return _analyse_video(Path(path), info, frames, histograms=False)
+    """The driving video's analysis, kept for the next evaluation against the same clip (one process). With
+    several people in it BlazePose's tracker follows whoever it finds first; where that is not the person the
+    engine animates (the largest), the clip is read again showing only that person, frame by frame."""
+    reading = _analyse_video(Path(path), info, frames, histograms=False)
+    track = extract_pose_track(Path(path), info, lambda done: None)
+    if not track.detected.any() or track.frame_count < frames:
+        return reading
+    both = reading.detected & track.detected[:frames]
+    scale = min(
+        1.0, ANALYSIS_SIDE / max(info.width, info.height)
+    )  # the engine's source pixels to the reading's
+    followed = track.keypoints[:frames][both] * np.array([scale, scale, 1.0, 1.0], np.float32)
+    torso = [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP]
+    apart = np.linalg.norm(
+        reading.keypoints[both][:, torso, :2].mean(axis=1) - followed[:, torso, :2].mean(axis=1), axis=1
+    ) / np.maximum(torso_length(followed), 1.0)
+    if not both.any() or np.mean(apart > 0.5) <= ELSEWHERE_SHARE:
+        return reading
+    shown = np.array([person_box(points, info) for points in track.keypoints[:frames]])
+    return _analyse_video(Path(path), info, frames, histograms=False, shown=shown)
 
 
 def _image_histogram(path: Path) -> np.ndarray | None:

@@ -883,6 +883,42 @@ def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(t
         assert on_the_left.all()
 
 
+@dataclass(frozen=True)
+class Dancer:
+    """The shared dancer placed in a 1280x640 frame: between columns x0 and x1, standing on its bottom at
+    `scale` of its height, `behind` frames behind the clip (mirrored if asked), from `since` seconds on."""
+
+    x0: int
+    x1: int
+    scale: float
+    behind: int = 0
+    mirrored: bool = False
+    since: float = 0.0
+
+
+def dancers_clip(path: Path, seconds: float, dancers: list[Dancer]) -> Path:
+    """A clip of several copies of the shared dance side by side, on grey."""
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    frames = []
+    with VideoWriter(path, width=1280, height=640, fps=info.output_fps, preset="ultrafast") as writer:
+        for index, _, rgb in read_frames(source, info, max_side=640):
+            if index >= seconds * info.output_fps:
+                break
+            frames.append(cv2.resize(rgb, (360, 640)))
+            frame = np.full((640, 1280, 3), 200, np.uint8)
+            for dancer in dancers:
+                if index < dancer.since * info.output_fps:
+                    continue
+                picture = frames[max(0, index - dancer.behind)]
+                height = round(640 * dancer.scale)
+                frame[640 - height :, dancer.x0 : dancer.x1] = cv2.resize(
+                    picture[:, ::-1] if dancer.mirrored else picture, (dancer.x1 - dancer.x0, height)
+                )
+            writer.write(np.ascontiguousarray(frame))
+    return path
+
+
 @pytest.mark.slow
 def test_of_three_people_one_is_followed_through_the_clip(tmp_path):
     """Three dancers, 0.6 of the size on the left and 0.8 on the right from the first frame, 1.0 in the middle
@@ -890,35 +926,18 @@ def test_of_three_people_one_is_followed_through_the_clip(tmp_path):
     first chunk and the middle one in its second, and that reading, filling more of the clip, was kept: the
     character jumped from one dancer to another. That reading is made one person too: whoever is followed
     stays in their own columns from the first frame to the last."""
-    source = DATA / "dance_fullbody_12s.mp4"
-    info = probe_video(source)
-    clip = tmp_path / "three.mp4"
-    fps = info.output_fps
-    columns = {"left": (40, 292), "middle": (460, 820), "right": (960, 1140)}
-    frames = []
-    with VideoWriter(clip, width=1280, height=640, fps=fps, preset="ultrafast") as writer:
-        for index, _, rgb in read_frames(source, info, max_side=640):
-            if index >= 4 * fps:
-                break
-            frames.append(cv2.resize(rgb, (360, 640)))
-            frame = np.full((640, 1280, 3), 200, np.uint8)
-            people = [
-                ("left", 0.6, frames[max(0, index - 60)][:, ::-1]),
-                ("right", 0.8, frames[max(0, index - 30)]),
-            ]
-            if index >= fps:
-                people.append(("middle", 1.0, frames[-1]))
-            for where, scale, picture in people:
-                x0, x1 = columns[where]
-                height = round(640 * scale)
-                frame[640 - height :, x0:x1] = cv2.resize(picture, (x1 - x0, height))
-            writer.write(np.ascontiguousarray(frame))
+    dancers = [
+        Dancer(40, 292, 0.6, behind=60, mirrored=True),
+        Dancer(960, 1140, 0.8, behind=30),
+        Dancer(460, 820, 1.0, since=1.0),
+    ]
+    clip = dancers_clip(tmp_path / "three.mp4", 4.0, dancers)
     three = probe_video(clip)
     assert len(pose.pose_chunks(three.output_frame_count)) >= 2
     track = pose.extract_pose_track(clip, three, lambda done: None)
     assert track.person_share > 0.9
     hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
-    assert any(np.all((hips_x > x0) & (hips_x < x1)) for x0, x1 in columns.values())
+    assert any(np.all((hips_x > dancer.x0) & (hips_x < dancer.x1)) for dancer in dancers)
 
 
 def test_pose_gaps_are_filled_and_smoothing_keeps_a_steady_pose():

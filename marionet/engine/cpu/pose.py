@@ -779,7 +779,7 @@ def _hiding(
 
 def _hidden(rgb: np.ndarray, points: np.ndarray, info: VideoInfo) -> np.ndarray:
     """A copy of an analysis frame with the box around a person's landmarks (source pixels) painted grey."""
-    x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in _person_box(points, info))
+    x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in person_box(points, info))
     hidden = rgb.copy()
     hidden[y0:y1, x0:x1] = 128
     return hidden
@@ -794,7 +794,7 @@ def _larger_person(
         other = _person_landmarks(pose, _hidden(rgb, followed, info), info)
     if other is None or torso_length(other) < LARGER_PERSON * torso_length(followed):
         return None
-    return _person_box(other, info)
+    return person_box(other, info)
 
 
 def torso_length(points: np.ndarray) -> np.ndarray:
@@ -810,7 +810,7 @@ def _seen_extent(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return seen.min(axis=0), seen.max(axis=0)
 
 
-def _person_box(points: np.ndarray, info: VideoInfo) -> tuple[int, int, int, int]:
+def person_box(points: np.ndarray, info: VideoInfo) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) source pixels around a person's landmarks (the well-seen ones), with a margin."""
     (x0, y0), (x1, y1) = _seen_extent(points)
     return _grown((float(x0), float(y0), float(x1), float(y1)), PERSON_MARGIN, info.width, info.height)
@@ -895,7 +895,7 @@ def _other_person(
     )
     if np.median(apart / np.maximum(torso_length(theirs[both]), 1.0)) <= 0.5:
         return None
-    return _person_box(theirs[both[0]], info)
+    return person_box(theirs[both[0]], info)
 
 
 def _person_landmarks(pose, rgb: np.ndarray, info: VideoInfo) -> np.ndarray | None:
