@@ -17,15 +17,12 @@ import cv2
 import numpy as np
 
 from marionet.engine.cpu.pose import (
-    L_HIP,
-    L_SHOULDER,
-    R_HIP,
-    R_SHOULDER,
     detect_image_pose,
     extract_pose_track,
     landmarks_array,
     person_box,
     pose_solution,
+    torso_centre,
     torso_length,
 )
 from marionet.errors import InputError, MarionetError
@@ -176,14 +173,11 @@ def _analyse_driving(path: str, mtime_ns: int, info: VideoInfo, frames: int) -> 
     if not track.detected.any() or track.frame_count < frames:
         return reading
     both = reading.detected & track.detected[:frames]
-    scale = min(
-        1.0, ANALYSIS_SIDE / max(info.width, info.height)
-    )  # the engine's source pixels to the reading's
+    # The engine's landmarks are in source pixels, the reading's in the analysis frame's.
+    scale = min(1.0, ANALYSIS_SIDE / max(info.width, info.height))
     followed = track.keypoints[:frames][both] * np.array([scale, scale, 1.0, 1.0], np.float32)
-    torso = [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP]
-    apart = np.linalg.norm(
-        reading.keypoints[both][:, torso, :2].mean(axis=1) - followed[:, torso, :2].mean(axis=1), axis=1
-    ) / np.maximum(torso_length(followed), 1.0)
+    apart = np.linalg.norm(torso_centre(reading.keypoints[both]) - torso_centre(followed), axis=1)
+    apart /= np.maximum(torso_length(followed), 1.0)
     if not both.any() or np.mean(apart > 0.5) <= ELSEWHERE_SHARE:
         return reading
     shown = np.array([person_box(points, info) for points in track.keypoints[:frames]])

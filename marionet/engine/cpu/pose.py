@@ -273,7 +273,7 @@ def _larger_in_image(pose, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndar
     other = _static_pose(pose, hidden)
     if other is None or not _is_person(*other):
         return None
-    centre = other[0][[L_SHOULDER, R_SHOULDER, L_HIP, R_HIP], :2].mean(axis=0)
+    centre = torso_centre(other[0])
     if x0 <= centre[0] <= x1 and y0 <= centre[1] <= y1:
         return None  # the same person, read through the box
     if float(torso_length(other[0])) < LARGER_PERSON * torso:
@@ -678,8 +678,8 @@ def _follow_one_person(
     the chunk before it is read again, shown that person first (one graph each, after the parallel pass; only
     clips with several people pay for it). Where either happened, the clip is read once more, as one person
     again, with the first hidden, and whoever of the two fills the clip LARGER_PERSON times as much is kept
-    (of three or more people, the larger of the first two found). `check` is
-    called every `batch` frames read, for cancels. With a `region`, boxes and landmarks are in its pixels."""
+    (of three or more people, the larger of the first two found). `check` is called every `batch` frames
+    read, for cancels. With a `region`, boxes and landmarks are in its pixels."""
     view = _region_view(info, region)
 
     def reread(
@@ -804,6 +804,11 @@ def torso_length(points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(shoulders - hips, axis=-1)
 
 
+def torso_centre(points: np.ndarray) -> np.ndarray:
+    """The mean (x, y) of the shoulders and hips of (..., 33, >=2) landmarks: one per pose."""
+    return points[..., [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP], :2].mean(axis=-2)
+
+
 def _seen_extent(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (x, y) minimum and maximum of a reading's well-seen landmarks (all of them if under four are)."""
     seen = points[points[:, 3] >= 0.5, :2] if (points[:, 3] >= 0.5).sum() >= 4 else points[:, :2]
@@ -889,10 +894,7 @@ def _other_person(
     both = np.nonzero(found[chunk][: len(lead)] & found[chunk - 1][before])[0]
     if not both.size:
         return None
-    torso = [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP]
-    apart = np.linalg.norm(
-        ours[both][:, torso, :2].mean(axis=1) - theirs[both][:, torso, :2].mean(axis=1), axis=1
-    )
+    apart = np.linalg.norm(torso_centre(ours[both]) - torso_centre(theirs[both]), axis=1)
     if np.median(apart / np.maximum(torso_length(theirs[both]), 1.0)) <= 0.5:
         return None
     return person_box(theirs[both[0]], info)
@@ -951,7 +953,7 @@ def drop_detours(track: PoseTrack) -> None:
     if len(seen) < 3:
         return
     points = track.keypoints[seen]
-    centre = points[:, [L_SHOULDER, R_SHOULDER, L_HIP, R_HIP], :2].mean(axis=1)
+    centre = torso_centre(points)
     torso = np.maximum(torso_length(points), 1.0)
     step = np.linalg.norm(np.diff(centre, axis=0), axis=1) / np.minimum(torso[1:], torso[:-1])
     leaps = step >= JUMP * np.diff(seen)  # between seen[j] and seen[j + 1]
