@@ -16,6 +16,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -825,6 +826,51 @@ def test_with_two_dancers_one_is_followed_across_every_chunk(tmp_path, right_sca
         assert followed_left
 
 
+@dataclass(frozen=True)
+class Dancer:
+    """The shared dancer placed in a clip's frame (640 px high): between columns x0 and x1 (or from
+    `moving(seconds)` on, as wide), standing on its bottom at `scale` of its height (over 1, cut at the
+    bottom), `behind` frames behind the clip, mirrored if asked, from `since` to `until` seconds."""
+
+    x0: int
+    x1: int
+    scale: float
+    behind: int = 0
+    mirrored: bool = False
+    since: float = 0.0
+    until: float = float("inf")
+    moving: Callable[[float], int] | None = None
+
+
+def dancers_clip(path: Path, seconds: float, dancers: list[Dancer], width: int = 1280) -> Path:
+    """A clip of copies of the shared dance on grey, each drawn over the ones before it in `dancers`."""
+    source = DATA / "dance_fullbody_12s.mp4"
+    info = probe_video(source)
+    frames = []
+    with VideoWriter(path, width=width, height=640, fps=info.output_fps, preset="ultrafast") as writer:
+        for index, _, rgb in read_frames(source, info, max_side=640):
+            if index >= seconds * info.output_fps:
+                break
+            frames.append(cv2.resize(rgb, (360, 640)))
+            frame = np.full((640, width, 3), 200, np.uint8)
+            now = index / info.output_fps
+            for dancer in dancers:
+                if not dancer.since <= now <= dancer.until:
+                    continue
+                picture = frames[max(0, index - dancer.behind)]
+                wide = dancer.x1 - dancer.x0
+                drawn = cv2.resize(
+                    picture[:, ::-1] if dancer.mirrored else picture, (wide, round(640 * dancer.scale))
+                )
+                drawn = drawn[:640]
+                x = dancer.moving(now) if dancer.moving else dancer.x0
+                shown = slice(max(0, x), min(width, x + wide))
+                if shown.stop > shown.start:
+                    frame[640 - len(drawn) :, shown] = drawn[:, shown.start - x : shown.stop - x]
+            writer.write(np.ascontiguousarray(frame))
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stays", [True, False], ids=["comes_in_and_dances", "passes_by"])
 def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(tmp_path, stays, monkeypatch):
@@ -833,38 +879,27 @@ def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(t
     again by 3.5 s. Every chunk's graph after the first picked the larger one, and each was read again on the
     smaller, who was followed through the whole clip. The hosted service follows the largest person: the one
     who fills more of the clip is followed, once and for all of it."""
-    source = DATA / "dance_fullbody_12s.mp4"
-    info = probe_video(source)
-    clip = tmp_path / "later.mp4"
-    fps, behind = info.output_fps, round(3 * info.output_fps)
-    small_box = (80, 80 + 252)  # the smaller dancer's columns: 252x448 px, on the frame's bottom
-    frames = []
-    with VideoWriter(clip, width=960, height=640, fps=fps, preset="ultrafast") as writer:
-        for index, _, rgb in read_frames(source, info, max_side=640):
-            if index >= 6 * fps:
-                break
-            frames.append(cv2.resize(rgb, (360, 640)))
-            frame = np.full((640, 960, 3), 200, np.uint8)
-            frame[152:600, small_box[0] : small_box[1]] = cv2.resize(
-                frames[max(0, index - behind)][:, ::-1], (252, 448)
-            )
-            seconds = index / fps
-            came, went = (1.0, 99.0) if stays else (2.0, 3.5)
-            slid = min(seconds - came, went - seconds)  # seconds since coming in, or before going
-            if slid > 0:
-                x = int(max(460, 960 - slid * 600))
-                shown = min(360, 960 - x)
-                frame[:, x : x + shown] = frames[-1][:, :shown]
-            writer.write(np.ascontiguousarray(frame))
+    small = Dancer(80, 332, 0.7, behind=72, mirrored=True)
+    came, went = (1.0, 99.0) if stays else (2.0, 3.5)
+    # Slides in from the right at 600 px a second as far as column 460 (and out again if it goes).
+    large = Dancer(
+        460,
+        820,
+        1.0,
+        since=came,
+        until=went,
+        moving=lambda now: int(max(460, 960 - min(now - came, went - now) * 600)),
+    )
+    clip = dancers_clip(tmp_path / "later.mp4", 6.0, [small, large], width=960)
     later = probe_video(clip)
     assert len(pose.pose_chunks(later.output_frame_count)) >= 2
     track = pose.extract_pose_track(clip, later, lambda done: None)
     hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
-    on_the_left = (hips_x > small_box[0]) & (hips_x < small_box[1])
+    on_the_left = (hips_x > small.x0) & (hips_x < small.x1)
     if stays:
-        whole = slice(round(1.8 * fps), None)  # from when the larger one is all in the frame
+        whole = slice(round(1.8 * later.output_fps), None)  # from when the larger one is all in the frame
         assert track.detected[whole].all()
-        assert np.all((hips_x[whole] > 460) & (hips_x[whole] < 820))
+        assert np.all((hips_x[whole] > large.x0) & (hips_x[whole] < large.x1))
         assert not on_the_left.any()  # before she came in nobody is followed: her first pose is held
         # A cancel while the clip is read again with the first person hidden stops that reading's lanes too.
         hiding = pose._hiding
@@ -881,42 +916,6 @@ def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(t
     else:
         assert track.person_share > 0.9
         assert on_the_left.all()
-
-
-@dataclass(frozen=True)
-class Dancer:
-    """The shared dancer placed in a 1280x640 frame: between columns x0 and x1, standing on its bottom at
-    `scale` of its height, `behind` frames behind the clip (mirrored if asked), from `since` seconds on."""
-
-    x0: int
-    x1: int
-    scale: float
-    behind: int = 0
-    mirrored: bool = False
-    since: float = 0.0
-
-
-def dancers_clip(path: Path, seconds: float, dancers: list[Dancer]) -> Path:
-    """A clip of several copies of the shared dance side by side, on grey."""
-    source = DATA / "dance_fullbody_12s.mp4"
-    info = probe_video(source)
-    frames = []
-    with VideoWriter(path, width=1280, height=640, fps=info.output_fps, preset="ultrafast") as writer:
-        for index, _, rgb in read_frames(source, info, max_side=640):
-            if index >= seconds * info.output_fps:
-                break
-            frames.append(cv2.resize(rgb, (360, 640)))
-            frame = np.full((640, 1280, 3), 200, np.uint8)
-            for dancer in dancers:
-                if index < dancer.since * info.output_fps:
-                    continue
-                picture = frames[max(0, index - dancer.behind)]
-                height = round(640 * dancer.scale)
-                frame[640 - height :, dancer.x0 : dancer.x1] = cv2.resize(
-                    picture[:, ::-1] if dancer.mirrored else picture, (dancer.x1 - dancer.x0, height)
-                )
-            writer.write(np.ascontiguousarray(frame))
-    return path
 
 
 @pytest.mark.slow
@@ -1060,27 +1059,19 @@ def test_someone_passing_in_front_of_the_dancer_is_not_followed(tmp_path, at):
     """A larger person crosses the frame in front of the dancer in two seconds, hiding her for one: the track
     went with them across the frame and back (and the character, drawn small for the whole clip to fit them,
     slid with them). It now holds the dancer's place while she is hidden, also when they cross at once."""
-    source = DATA / "dance_fullbody_12s.mp4"
-    info = probe_video(source)
-    clip = tmp_path / "passer.mp4"
-    fps = info.output_fps
-    frames = []
-    with VideoWriter(clip, width=960, height=640, fps=fps, preset="ultrafast") as writer:
-        for index, _, rgb in read_frames(source, info, max_side=640):
-            if index >= 7 * fps:
-                break
-            frames.append(cv2.resize(rgb, (360, 640)))
-            frame = np.full((640, 960, 3), 200, np.uint8)
-            frame[:, 300:660] = frames[-1]
-            crossed = (index / fps - at) / 2.0  # the share of the crossing done, in two seconds from `at`
-            if 0 <= crossed <= 1:
-                passer = cv2.resize(frames[max(0, index - 90)][:, ::-1], (468, 832))[
-                    :640
-                ]  # 1.3x, cut at the knees
-                x = round(960 - crossed * (960 + 468))
-                shown = slice(max(0, x), min(960, x + 468))
-                frame[:, shown] = passer[:, shown.start - x : shown.stop - x]
-            writer.write(np.ascontiguousarray(frame))
+    dancer = Dancer(300, 660, 1.0)
+    # 1.3 times her size, cut at the knees, crossing the 960 px frame from right to left in two seconds.
+    passer = Dancer(
+        0,
+        468,
+        1.3,
+        behind=90,
+        mirrored=True,
+        since=at,
+        until=at + 2.0,
+        moving=lambda now: round(960 - (now - at) / 2.0 * 1428),
+    )
+    clip = dancers_clip(tmp_path / "passer.mp4", 7.0, [dancer, passer], width=960)
     track = pose.extract_pose_track(clip, probe_video(clip), lambda done: None)
     hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
     assert track.detected.mean() > 0.7

@@ -539,10 +539,7 @@ def extract_pose_track(
                     report()
             for feed in feeds:  # the stream may end before its declared length, inside a chunk
                 feed.put(None)
-            while wait(running, timeout=0.05).not_done:
-                report()
-            for future in running:
-                future.result()
+            _joined(running, report)
         finally:
             stop.set()
             for feed in feeds:
@@ -738,16 +735,22 @@ def _follow_one_person(
             for chunk in range(len(chunks))
         ]
         try:
-            while wait(running, timeout=0.05).not_done:
-                check()
-            for future in running:
-                future.result()
+            _joined(running, check)
         finally:
             stop.set()
     one_person(hidden=followed)
     if _presence(chunks, readings, found) < LARGER_PERSON * _presence(chunks, *followed):
         for chunk in range(len(chunks)):
             readings[chunk][:], found[chunk][:] = followed[0][chunk], followed[1][chunk]
+
+
+def _joined(running: list[Future], tick: Callable[[], None]) -> None:
+    """Wait for the lanes' work, calling `tick` (progress, cancels) from this thread meanwhile; their errors
+    are raised here."""
+    while wait(running, timeout=0.05).not_done:
+        tick()
+    for future in running:
+        future.result()
 
 
 def _presence(chunks: list[range], readings: list[np.ndarray], found: list[np.ndarray]) -> float:
