@@ -1030,8 +1030,8 @@ def test_a_reading_that_shrinks_at_once_is_a_gap_and_a_bow_is_not():
 def test_a_run_of_readings_that_leaps_away_and_back_is_a_gap_and_a_fast_dance_is_not():
     # BlazePose's tracker went over to someone larger passing in front of the dancer and followed them across
     # the frame for a second; the character slid with them and snapped back. At the clip's end it went with
-    # them and never came back. The dance itself, at double speed
-    # (every other frame: its torso's centre moves up to 0.19 of its length a frame), keeps every reading.
+    # them and never came back. The dance itself, at double speed (every other frame: its torso's centre
+    # moves up to 0.19 of its length a frame), keeps every reading.
     track = driving_track()
     fast = dataclasses.replace(
         track, keypoints=track.keypoints[::2].copy(), detected=track.detected[::2].copy()
