@@ -893,7 +893,18 @@ def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(t
     clip = dancers_clip(tmp_path / "later.mp4", 6.0, [small, large], width=960)
     later = probe_video(clip)
     assert len(pose.pose_chunks(later.output_frame_count)) >= 2
-    track = pose.extract_pose_track(clip, later, lambda done: None)
+    calls: list[tuple[float, str]] = []
+    request = AnimationRequest(DATA / "dance_ref_cartoon.png", clip, tmp_path / "out.mp4")
+    track, share = CpuEngine(cache_dir=tmp_path / "poses")._pose_track(
+        request, later, lambda fraction, message: calls.append((fraction, message)), lambda: None
+    )
+    # The bar goes on moving while the clip is read again, and the render starts where that ended.
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions == sorted(fractions)
+    again = [fraction for fraction, message in calls if message == cpu_engine.OTHERS_MESSAGE]
+    assert len(again) >= 8 and again[0] >= cpu_engine.POSE_SHARE
+    assert share == pytest.approx(cpu_engine.POSE_SHARE + cpu_engine.OTHERS_SHARE)
+    assert again[-1] <= share
     hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
     on_the_left = (hips_x > small.x0) & (hips_x < small.x1)
     if stays:

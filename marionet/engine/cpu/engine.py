@@ -32,6 +32,10 @@ from marionet.media.video import VideoWriter, probe_video
 
 POSE_SHARE = 0.5  # fraction of the progress bar spent on the pose pass when it is not cached
 CLOSER_SHARE = 0.25  # and on a second pass over the region a small person moves in, when one is needed
+OTHERS_SHARE = (
+    0.15  # and on reading a clip with several people again, to follow one of them, when it has them
+)
+OTHERS_MESSAGE = "following one of several people"
 MIN_PERSON_SHARE = 0.5
 BATCH = 16
 RENDER_WORKERS = 2  # frames drawn side by side, beside the encoder
@@ -164,25 +168,38 @@ class CpuEngine:
         total = info.output_frame_count
         progress(0.0, "analysing motion")
 
-        def reporter(start: float, share: float, message: str) -> Callable[[int], None]:
+        def reporter(start: float, share: float, message: str, frames: int = total) -> Callable[[int], None]:
             def report(done: int) -> None:
                 check()
-                progress(start + share * done / total, message)
+                progress(start + share * min(1.0, done / frames), message)
 
             return report
 
-        track = pose_stage.extract_pose_track(
-            video_path, info, reporter(0.0, POSE_SHARE, "analysing motion"), BATCH
-        )
-        share = POSE_SHARE
+        def read(
+            start: float, size: float, message: str, region: tuple[int, int, int, int] | None = None
+        ) -> tuple[pose_stage.PoseTrack, float]:
+            """A pose pass taking `size` of the bar from `start`, and the share it took: OTHERS_SHARE more where
+            the clip has several people and is read again (about twice its frames)."""
+            others = reporter(start + size, OTHERS_SHARE, OTHERS_MESSAGE, 2 * total)
+            several = []
+            track = pose_stage.extract_pose_track(
+                video_path,
+                info,
+                reporter(start, size, message),
+                BATCH,
+                region=region,
+                on_others=lambda done: several.append(others(done)),
+            )
+            return track, size + (OTHERS_SHARE if several else 0.0)
+
+        track, share = read(0.0, POSE_SHARE, "analysing motion")
         if track.person_share < MIN_PERSON_SHARE:
             # Nobody, or someone too small for the detector: look for them, and read only where they are.
             progress(share, "looking for a small person")
             region = pose_stage.find_person_region(video_path, info)
             if region is not None:
-                report = reporter(share, CLOSER_SHARE, "analysing motion where they are")
-                closer = pose_stage.extract_pose_track(video_path, info, report, BATCH, region=region)
-                share += CLOSER_SHARE
+                closer, took = read(share, CLOSER_SHARE, "analysing motion where they are", region)
+                share += took
                 if closer.person_share > track.person_share:
                     track = closer
         # A read-only or full cache only costs speed next time.

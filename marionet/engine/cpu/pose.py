@@ -467,15 +467,18 @@ def extract_pose_track(
     on_batch: Callable[[int], None],
     batch: int = 16,
     region: tuple[int, int, int, int] | None = None,
+    on_others: Callable[[int], None] | None = None,
 ) -> PoseTrack:
     """BlazePose in video mode over every output frame (streamed, downscaled), then gap filling and smoothing.
 
     One decoder feeds POSE_LANES graphs, each working through its own chunks of the clip on its own core
     (BlazePose on one core is the slowest stage of a job); every chunk then follows the person the first one
     found. `on_batch` is called from the calling thread with the number of frames analysed, after every
-    `batch` of them; an exception it raises stops the pass. With `region` (x0, y0, x1, y1 in source pixels)
-    only that part of the frames is read, at ANALYSIS_SIDE (see find_person_region); keypoints are still in
-    the whole frame's pixels.
+    `batch` of them; an exception it raises stops the pass. A clip with several people is then read again
+    (_follow_one_person): `on_others`, when given, is called likewise with the number of frames read again so
+    far (about twice the clip's in all), else `on_batch` with the clip's. With `region` (x0, y0, x1, y1 in
+    source pixels) only that part of the frames is read, at ANALYSIS_SIDE (see find_person_region);
+    keypoints are still in the whole frame's pixels.
     """
     total = info.output_frame_count
     view = _region_view(info, region)
@@ -553,7 +556,7 @@ def extract_pose_track(
         readings,
         found,
         larger[0] if larger else None,
-        lambda: on_batch(count),
+        on_others or (lambda read: on_batch(count)),
         batch,
     )
     keypoints, detected = _join_chunks(chunks, readings, found, total)
@@ -666,7 +669,7 @@ def _follow_one_person(
     readings: list[np.ndarray],
     found: list[np.ndarray],
     larger: tuple[int, int, int, int] | None,
-    check: Callable[[], None],
+    check: Callable[[int], None],
     batch: int,
 ) -> None:
     """One person through the whole clip, the largest, as the hosted service follows. A chunk's graph follows
@@ -676,8 +679,10 @@ def _follow_one_person(
     clips with several people pay for it). Where either happened, the clip is read once more, as one person
     again, with the first hidden, and whoever of the two fills the clip LARGER_PERSON times as much is kept
     (of three or more people, the larger of the first two found). `check` is called every `batch` frames
-    read, for cancels. With a `region`, boxes and landmarks are in its pixels."""
+    read again, with the number read again so far (progress, cancels). With a `region`, boxes and landmarks are
+    in its pixels."""
     view = _region_view(info, region)
+    read = [0]  # frames read again, by every lane
 
     def reread(
         chunk: int,
@@ -694,12 +699,13 @@ def _follow_one_person(
         with contextlib.closing(
             _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], view, focus)
         ) as reads:
-            for index in reads:
+            for _ in reads:
+                read[0] += 1
                 if stop is not None:
                     if stop.is_set():
                         return
-                elif index % batch == 0:
-                    check()
+                elif read[0] % batch == 0:
+                    check(read[0])
 
     def one_person(hidden: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> bool:
         """Each chunk after the first read again on the person of the chunk before it, where it followed
@@ -735,7 +741,7 @@ def _follow_one_person(
             for chunk in range(len(chunks))
         ]
         try:
-            _joined(running, check)
+            _joined(running, lambda: check(read[0]))
         finally:
             stop.set()
     one_person(hidden=followed)
