@@ -32,9 +32,8 @@ from marionet.media.video import VideoWriter, probe_video
 
 POSE_SHARE = 0.5  # fraction of the progress bar spent on the pose pass when it is not cached
 CLOSER_SHARE = 0.25  # and on a second pass over the region a small person moves in, when one is needed
-OTHERS_SHARE = (
-    0.15  # and on reading a clip with several people again, to follow one of them, when it has them
-)
+# And on reading a clip with several people again, to follow one of them, when it has them.
+OTHERS_SHARE = 0.15
 OTHERS_MESSAGE = "following one of several people"
 MIN_PERSON_SHARE = 0.5
 BATCH = 16
@@ -180,15 +179,21 @@ class CpuEngine:
         ) -> tuple[pose_stage.PoseTrack, float]:
             """A pose pass taking `size` of the bar from `start`, and the share it took: OTHERS_SHARE more where
             the clip has several people and is read again (about twice its frames)."""
-            others = reporter(start + size, OTHERS_SHARE, OTHERS_MESSAGE, 2 * total)
-            several = []
+            report_others = reporter(start + size, OTHERS_SHARE, OTHERS_MESSAGE, 2 * total)
+            several = False
+
+            def others(done: int) -> None:
+                nonlocal several
+                several = True
+                report_others(done)
+
             track = pose_stage.extract_pose_track(
                 video_path,
                 info,
                 reporter(start, size, message),
                 BATCH,
                 region=region,
-                on_others=lambda done: several.append(others(done)),
+                on_others=others,
             )
             return track, size + (OTHERS_SHARE if several else 0.0)
 

@@ -66,10 +66,11 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
     width, height = rig.canvas_size
     pelvis = xy[:, J["pelvis"]]
     rig_size = max(rig.size, 0.5 * rig.bone_lengths[2] + 0.5 * rig.bone_lengths[6])
+    # Orientation "video": the driving frame's sides on the canvas, per shot (by its first frame).
+    frame_sides: dict[int, np.ndarray] = {}
     # Shot by shot: a camera cut changes the driver's size and place in the frame at once, and neither is the
     # character's motion (across one, a dancer's size was smoothed into the next shot's close-up half a second
     # early, and her bones measured against the close-up's drew her limbs at a third of their length).
-    frame_sides = np.zeros((frames, 2))  # orientation "video": the driving frame's sides on the canvas
     for span in track.shots():
         at = slice(span.start, span.stop)
         seen = track.detected[at] if track.detected[at].any() else np.ones(len(span), bool)
@@ -89,7 +90,7 @@ def retarget(track: PoseTrack, rig: CharacterRig, orientation: str) -> Motion:
                 scale[at] *= _up_to_driver_s_head(
                     xy[at][seen], fit, offset, rig, float(np.median(scale[at][seen]))
                 )
-            frame_sides[at] = offset[0], offset[0] + fit * track.width
+            frame_sides[span.start] = np.array([offset[0], offset[0] + fit * track.width])
         else:
             ratio = rig.size / max(float(np.median(driver_size[at])), 1e-6)
             root[at] = (pelvis[at] - np.median(pelvis[at], axis=0)) * ratio
