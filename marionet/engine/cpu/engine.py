@@ -35,6 +35,8 @@ CLOSER_SHARE = 0.25  # and on a second pass over the region a small person moves
 # And on reading a clip with several people again, to follow one of them, when it has them.
 OTHERS_SHARE = 0.15
 OTHERS_MESSAGE = "following one of several people"
+# Of OTHERS_SHARE: the first person read beside the one found takes this much, each further one half the rest.
+FIRST_OTHER = 0.75
 MIN_PERSON_SHARE = 0.5
 BATCH = 16
 RENDER_WORKERS = 2  # frames drawn side by side, beside the encoder
@@ -167,10 +169,10 @@ class CpuEngine:
         total = info.output_frame_count
         progress(0.0, "analysing motion")
 
-        def reporter(start: float, share: float, message: str, frames: int = total) -> Callable[[int], None]:
+        def reporter(start: float, share: float, message: str) -> Callable[[int], None]:
             def report(done: int) -> None:
                 check()
-                progress(start + share * min(1.0, done / frames), message)
+                progress(start + share * min(1.0, done / total), message)
 
             return report
 
@@ -178,14 +180,22 @@ class CpuEngine:
             start: float, size: float, message: str, region: tuple[int, int, int, int] | None = None
         ) -> tuple[pose_stage.PoseTrack, float]:
             """A pose pass taking `size` of the bar from `start`, and the share it took: OTHERS_SHARE more where
-            the clip has several people and is read again (about twice its frames)."""
-            report_others = reporter(start + size, OTHERS_SHARE, OTHERS_MESSAGE, 2 * total)
-            several = False
+            the clip has several people and is read again."""
+            several, shown = False, 0.0
+            span: list[float] = []  # the frames read again from, to; the bar's share from, to
 
-            def others(done: int) -> None:
-                nonlocal several
+            def others(done: int, expected: int) -> None:
+                # A further person to read (`expected` grew) gets half of what is left of the bar.
+                nonlocal several, shown
                 several = True
-                report_others(done)
+                check()
+                if not span:
+                    span[:] = [0, expected, 0.0, FIRST_OTHER]
+                elif expected != span[1]:
+                    span[:] = [done, expected, shown, shown + (1.0 - shown) / 2]
+                within = min(1.0, (done - span[0]) / max(span[1] - span[0], 1))
+                shown = max(shown, span[2] + (span[3] - span[2]) * within)
+                progress(start + size + OTHERS_SHARE * shown, OTHERS_MESSAGE)
 
             track = pose_stage.extract_pose_track(
                 video_path,

@@ -37,6 +37,7 @@ ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the s
 POSE_LANES = 2  # BlazePose graphs running side by side on the clip's chunks, one core each
 MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
 LARGER_PERSON = 1.05  # a second person this much larger (torso length) than the one found is followed instead
+MAX_PEOPLE = 4  # people in a clip read through it, one after another, to find the one who fills it most
 SEAM_FRAMES = 10  # frames over which one chunk's reading takes over from the previous one's
 HAND_MIDDLE_BASE = 9  # MediaPipe Hands' landmark at the middle finger's base; 0 is the wrist
 # The character image is also read cropped to the person's mask grown by each of these (of its larger side).
@@ -467,7 +468,7 @@ def extract_pose_track(
     on_batch: Callable[[int], None],
     batch: int = 16,
     region: tuple[int, int, int, int] | None = None,
-    on_others: Callable[[int], None] | None = None,
+    on_others: Callable[[int, int], None] | None = None,
 ) -> PoseTrack:
     """BlazePose in video mode over every output frame (streamed, downscaled), then gap filling and smoothing.
 
@@ -476,9 +477,9 @@ def extract_pose_track(
     found. `on_batch` is called from the calling thread with the number of frames analysed, after every
     `batch` of them; an exception it raises stops the pass. A clip with several people is then read again
     (_follow_one_person): `on_others`, when given, is called likewise with the number of frames read again so
-    far (about twice the clip's in all), else `on_batch` with the clip's. With `region` (x0, y0, x1, y1 in
-    source pixels) only that part of the frames is read, at ANALYSIS_SIDE (see find_person_region);
-    keypoints are still in the whole frame's pixels.
+    far and the number expected in all (twice the clip's, and once more for each further person), else
+    `on_batch` with the clip's. With `region` (x0, y0, x1, y1 in source pixels) only that part of the frames
+    is read, at ANALYSIS_SIDE (see find_person_region); keypoints are still in the whole frame's pixels.
     """
     total = info.output_frame_count
     view = _region_view(info, region)
@@ -556,7 +557,7 @@ def extract_pose_track(
         readings,
         found,
         larger[0] if larger else None,
-        on_others or (lambda read: on_batch(count)),
+        on_others or (lambda read, expected: on_batch(count)),
         batch,
     )
     keypoints, detected = _join_chunks(chunks, readings, found, total)
@@ -669,7 +670,7 @@ def _follow_one_person(
     readings: list[np.ndarray],
     found: list[np.ndarray],
     larger: tuple[int, int, int, int] | None,
-    check: Callable[[int], None],
+    check: Callable[[int, int], None],
     batch: int,
 ) -> None:
     """One person through the whole clip, the largest, as the hosted service follows. A chunk's graph follows
@@ -677,27 +678,30 @@ def _follow_one_person(
     its lane saw beside the one it found (a box, or None), and any later chunk that followed someone else than
     the chunk before it is read again, shown that person first (one graph each, after the parallel pass; only
     clips with several people pay for it). Where either happened, the clip is read once more, as one person
-    again, with the first hidden, and whoever of the two fills the clip LARGER_PERSON times as much is kept
-    (of three or more people, the larger of the first two found). `check` is called every `batch` frames
-    read again, with the number read again so far (progress, cancels). With a `region`, boxes and landmarks are
-    in its pixels."""
+    again, with the first hidden; where that reading too sees someone else beside its person, once more with
+    both hidden, and so on for up to MAX_PEOPLE people. Whoever fills the clip most is kept (the first found
+    unless someone fills it LARGER_PERSON times as much). `check(read, expected)` is called every `batch`
+    frames read again, with the number read again so far and the number now expected in all (progress,
+    cancels). With a `region`, boxes and landmarks are in its pixels."""
     view = _region_view(info, region)
-    read = [0]  # frames read again, by every lane
+    total = sum(len(chunk) for chunk in chunks)
+    read, expected = [0], [2 * total]  # frames read again by every lane; the whole clip once per person more
 
     def reread(
         chunk: int,
         start: int,
         focus: tuple[int, int, int, int] | None,
-        hidden: tuple[np.ndarray, np.ndarray] | None = None,
+        hidden: list[tuple[np.ndarray, np.ndarray]] | None = None,
         stop: threading.Event | None = None,
+        on_first: Callable[[np.ndarray, np.ndarray], None] | None = None,
     ) -> None:
         first = lead_in(chunks[chunk]).start
         readings[chunk][start - first :], found[chunk][start - first :] = 0.0, False
         frames = _frames_in(video_path, info, region, range(start, chunks[chunk].stop))
-        if hidden is not None:
+        if hidden:
             frames = _hiding(frames, hidden, first, view)
         with contextlib.closing(
-            _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], view, focus)
+            _read_chunk(frames, chunks[chunk], readings[chunk], found[chunk], view, focus, on_first)
         ) as reads:
             for _ in reads:
                 read[0] += 1
@@ -705,49 +709,75 @@ def _follow_one_person(
                     if stop.is_set():
                         return
                 elif read[0] % batch == 0:
-                    check(read[0])
+                    check(read[0], expected[0])
 
-    def one_person(hidden: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> bool:
+    def one_person(hidden: list[list[tuple[np.ndarray, np.ndarray]]] | None = None) -> bool:
         """Each chunk after the first read again on the person of the chunk before it, where it followed
-        someone else; whether any did."""
+        someone else (with `hidden`'s people, per chunk, hidden); whether any did."""
         others = False
         for chunk in range(1, len(chunks)):
             box = _other_person(chunks, readings, found, chunk, view)
             if box is not None:
                 others = True
-                hide = None if hidden is None else (hidden[0][chunk], hidden[1][chunk])
-                reread(chunk, lead_in(chunks[chunk]).start, box, hide)
+                reread(chunk, lead_in(chunks[chunk]).start, box, hidden[chunk] if hidden else [])
         return others
+
+    def this_person() -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(reading.copy(), seen.copy()) for reading, seen in zip(readings, found, strict=True)]
+
+    beside: list[tuple[int, int, int, int] | None] = []  # a hidden reading's check for someone larger
+
+    def look_beside(rgb: np.ndarray, points: np.ndarray) -> None:
+        beside.append(_larger_person(rgb, points, view))
 
     if larger is not None:
         reread(0, int(np.argmax(found[0])), larger)
-    if not one_person() and larger is None:
+    others = one_person() or larger is not None
+    people: list[list[tuple[np.ndarray, np.ndarray]]] = []  # per person read, per chunk: (landmarks, seen)
+    while others:
+        people.append(this_person())
+        if len(people) == MAX_PEOPLE:
+            break
+        # Someone else was seen beside the people read so far: follow them too, through the whole clip with
+        # those hidden (the chunks side by side, as in the first pass, then made one person as that was).
+        if len(people) > 1:
+            expected[0] = max(expected[0], read[0] + total)
+        hidden = [[person[chunk] for person in people] for chunk in range(len(chunks))]
+        beside.clear()
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=POSE_LANES, thread_name_prefix="marionet-pose") as lanes:
+            running = [
+                lanes.submit(
+                    reread,
+                    chunk,
+                    lead_in(chunks[chunk]).start,
+                    None,
+                    hidden[chunk],
+                    stop,
+                    None if chunk else look_beside,
+                )
+                for chunk in range(len(chunks))
+            ]
+            try:
+                _joined(running, lambda: check(read[0], expected[0]))
+            finally:
+                stop.set()
+        if not any(seen.any() for seen in found):
+            break  # nobody else
+        larger = beside[0] if beside else None
+        if larger is not None:
+            reread(0, int(np.argmax(found[0])), larger, hidden[0])
+        others = one_person(hidden) or larger is not None
+        if not others:
+            people.append(this_person())
+    if not people:
         return
-    # Someone else was seen beside the person followed: follow them too, through the whole clip with that person
-    # hidden (the chunks side by side, as in the first pass, then made one person as that was), and keep whoever
-    # fills more of it: a dancer who came in after a smaller one who stood there.
-    followed = [reading.copy() for reading in readings], [seen.copy() for seen in found]
-    stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=POSE_LANES, thread_name_prefix="marionet-pose") as lanes:
-        running = [
-            lanes.submit(
-                reread,
-                chunk,
-                lead_in(chunks[chunk]).start,
-                None,
-                (followed[0][chunk], followed[1][chunk]),
-                stop,
-            )
-            for chunk in range(len(chunks))
-        ]
-        try:
-            _joined(running, lambda: check(read[0]))
-        finally:
-            stop.set()
-    one_person(hidden=followed)
-    if _presence(chunks, readings, found) < LARGER_PERSON * _presence(chunks, *followed):
-        for chunk in range(len(chunks)):
-            readings[chunk][:], found[chunk][:] = followed[0][chunk], followed[1][chunk]
+    presence = [_presence(chunks, *zip(*person, strict=True)) for person in people]
+    kept = int(np.argmax(presence))
+    if presence[kept] <= LARGER_PERSON * presence[0]:
+        kept = 0
+    for chunk, (reading, seen) in enumerate(people[kept]):
+        readings[chunk][:], found[chunk][:] = reading, seen
 
 
 def _joined(running: list[Future], tick: Callable[[], None]) -> None:
@@ -771,19 +801,17 @@ def _presence(chunks: list[range], readings: list[np.ndarray], found: list[np.nd
 
 def _hiding(
     frames: Iterable[tuple[int, np.ndarray]],
-    hidden: tuple[np.ndarray, np.ndarray],
+    hidden: list[tuple[np.ndarray, np.ndarray]],
     first: int,
     info: VideoInfo,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """`frames` with the person of a chunk's earlier reading (landmarks, seen; from frame `first`) painted over
-    in grey, frame by frame; where that reading lost them, where it last (or next) saw them."""
-    reading, seen = hidden
-    if not seen.any():
-        yield from frames
-        return
-    seen_at = np.flatnonzero(seen)
+    """`frames` with the people of a chunk's earlier readings (landmarks, seen; from frame `first`) painted over
+    in grey, frame by frame; where a reading lost its person, where it last (or next) saw them."""
+    hidden = [(reading, np.flatnonzero(seen)) for reading, seen in hidden if seen.any()]
     for index, rgb in frames:
-        yield index, _hidden(rgb, reading[seen_at[np.argmin(np.abs(seen_at - (index - first)))]], info)
+        for reading, seen_at in hidden:
+            rgb = _hidden(rgb, reading[seen_at[np.argmin(np.abs(seen_at - (index - first)))]], info)
+        yield index, rgb
 
 
 def _hidden(rgb: np.ndarray, points: np.ndarray, info: VideoInfo) -> np.ndarray:
