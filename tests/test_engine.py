@@ -1074,12 +1074,39 @@ def test_a_run_of_readings_that_leaps_away_and_back_is_a_gap_and_a_fast_dance_is
     assert np.nonzero(~passed.detected)[0].tolist() == [*by, *end]
 
 
+def test_a_tracker_that_slid_onto_a_passer_by_is_cut_where_it_left_the_dancer():
+    # BlazePose's tracker slid from the dancer onto someone larger passing in front of her (towards them, then
+    # with them: never a leap), lost them at the frame's edge and leapt back to her. The run of readings that
+    # slid was longer than the one after the leap, so the dancer's whole return to the clip's end was dropped
+    # and the character stood at the frame's edge for it. What the run read after it was last at her place and
+    # her size is the gap now; the passer-by crossing her place, larger, does not count as her.
+    track = driving_track()
+    slid = dataclasses.replace(track, keypoints=track.keypoints.copy(), detected=track.detected.copy())
+    by = np.arange(100, 151)
+    torso = float(np.median(pose.torso_length(track.keypoints)))
+    centre = slid.keypoints[by, :, :2].mean(axis=1, keepdims=True)
+    walk = np.interp(by, [100, 110, 150], [0.0, 1.0, -3.0]) * torso
+    grown = np.interp(by, [100, 104], [1.0, 1.3])[:, None, None]
+    slid.keypoints[by, :, :2] = (slid.keypoints[by, :, :2] - centre) * grown + centre
+    slid.keypoints[by, :, 0] += walk[:, None]
+    slid.detected[151] = False
+    steps = np.linalg.norm(np.diff(pose.torso_centre(slid.keypoints[99:151]), axis=0), axis=1) / torso
+    assert steps.max() < pose.JUMP  # no leap until the one back to her
+    pose.drop_detours(slid)
+    assert slid.detected[:99].all() and slid.detected[152:].all()
+    assert not slid.detected[104:152].any()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("at", [3.0, 0.0], ids=["in_the_middle", "at_the_start"])
+@pytest.mark.parametrize(
+    "at", [3.0, 0.0, 2.5], ids=["in_the_middle", "at_the_start", "tracker_slides_onto_them"]
+)
 def test_someone_passing_in_front_of_the_dancer_is_not_followed(tmp_path, at):
     """A larger person crosses the frame in front of the dancer in two seconds, hiding her for one: the track
     went with them across the frame and back (and the character, drawn small for the whole clip to fit them,
-    slid with them). It now holds the dancer's place while she is hidden, also when they cross at once."""
+    slid with them). It now holds the dancer's place while she is hidden, also when they cross at once. At
+    2.5 s the tracker slid onto them without a leap and leapt back to her only after they had left the frame:
+    her return, shorter than what came before it, was dropped to the clip's end."""
     dancer = Dancer(300, 660, 1.0)
     # 1.3 times her size, cut at the knees, crossing the 960 px frame from right to left in two seconds.
     passer = Dancer(

@@ -984,19 +984,13 @@ def drop_detours(track: PoseTrack) -> None:
     DETOUR_GAP seconds or more (after which the person is found afresh). A run that leaps away and back, where
     the readings either side agree (within DETOUR_BACK) and that is shorter than those two runs together, is
     not the person; nor is one that leaps only once, towards a gap or an end of the track, and is shorter
-    than the run across its leap. Followed, the character slid across the canvas with them and snapped back;
-    filled as a gap, it holds its pose while the person is hidden."""
-    seen = np.flatnonzero(track.detected)
-    if len(seen) < 3:
+    than the run across its leap, unless that run slid over to them from the person rather than leapt
+    (_slid_away): then what it read after it left the person. Followed, the character slid across the canvas
+    with them and snapped back; filled as a gap, it holds its pose while the person is hidden."""
+    runs = _runs(track)
+    if runs is None:
         return
-    points = track.keypoints[seen]
-    centre = torso_centre(points)
-    torso = np.maximum(torso_length(points), 1.0)
-    step = np.linalg.norm(np.diff(centre, axis=0), axis=1) / np.minimum(torso[1:], torso[:-1])
-    leaps = step >= JUMP * np.diff(seen)  # between seen[j] and seen[j + 1]
-    ends = leaps | (np.diff(seen) >= DETOUR_GAP * track.fps)
-    # Run r is seen[edges[r] + 1 : edges[r + 1] + 1].
-    edges = [-1, *np.flatnonzero(ends).tolist(), len(seen) - 1]
+    seen, centre, torso, leaps, edges = runs
     lengths = np.diff(edges)
     leap_before = [run > 0 and bool(leaps[edges[run]]) for run in range(len(lengths))]
     leap_after = [run < len(lengths) - 1 and bool(leaps[edges[run + 1]]) for run in range(len(lengths))]
@@ -1007,14 +1001,68 @@ def drop_detours(track: PoseTrack) -> None:
             apart = np.linalg.norm(centre[after] - centre[before]) / min(torso[before], torso[after])
             if apart <= DETOUR_BACK and lengths[run] < lengths[run - 1] + lengths[run + 1]:
                 others.add(run)
-    # One leap only: compared with the run across it, unless that one is not the person.
+    # One leap only: compared with the run across it, unless that one is not the person, or slid away from it.
+    slid = []
     for run in range(len(lengths)):
         if leap_before[run] != leap_after[run]:
             across = run - 1 if leap_before[run] else run + 1
-            if across not in others and lengths[run] < lengths[across]:
+            if across in others or lengths[run] >= lengths[across]:
+                continue
+            towards = np.arange(edges[across] + 1, edges[across + 1] + 1)  # the run across, towards the leap
+            came = edges[run] + 1 if leap_before[run] else edges[run + 1]
+            away = _slid_away(
+                seen, centre, torso, towards if leap_before[run] else towards[::-1], came, track.fps
+            )
+            if 0 < len(away) < lengths[across] - len(away) + lengths[run]:
+                slid.append(away)
+            else:
                 others.add(run)
     for run in others:
         track.detected[seen[edges[run] + 1 : edges[run + 1] + 1]] = False
+    for away in slid:
+        track.detected[seen[away]] = False
+
+
+def _runs(
+    track: PoseTrack,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]] | None:
+    """The track's readings split into runs at leaps and gaps (drop_detours): the frames seen, their torsos'
+    centres and lengths, whether each step between two readings is a leap, and the runs' edges (run r is
+    seen[edges[r] + 1 : edges[r + 1] + 1]); None with under three readings."""
+    seen = np.flatnonzero(track.detected)
+    if len(seen) < 3:
+        return None
+    points = track.keypoints[seen]
+    centre = torso_centre(points)
+    torso = np.maximum(torso_length(points), 1.0)
+    step = np.linalg.norm(np.diff(centre, axis=0), axis=1) / np.minimum(torso[1:], torso[:-1])
+    leaps = step >= JUMP * np.diff(seen)  # between seen[j] and seen[j + 1]
+    ends = leaps | (np.diff(seen) >= DETOUR_GAP * track.fps)
+    return seen, centre, torso, leaps, [-1, *np.flatnonzero(ends).tolist(), len(seen) - 1]
+
+
+# Where the tracker slid from the person followed onto someone passing close by, it moved as a dancer can
+# (0.1-0.4 torso lengths a frame) and leapt back to them only once the other had gone. A run that ends (or
+# starts) in one leap went away from the person where, SLID_S or less before the leap (or after), it was last
+# within SLID_NEAR of where the run across the leap starts and of its size (within SLID_SIZE in log): someone
+# crossing in front of the person passes through their place too, but is seldom their size.
+SLID_NEAR = 0.25
+SLID_SIZE = 0.1
+SLID_S = 3.0
+
+
+def _slid_away(
+    seen: np.ndarray, centre: np.ndarray, torso: np.ndarray, run: np.ndarray, came: int, fps: float
+) -> np.ndarray:
+    """The readings of `run` (indices into `seen`, in order towards its leap) after it was last where the
+    reading `came`, across the leap, is: empty where it never was there within SLID_S of the leap."""
+    recent = run[np.abs(seen[run] - seen[came]) <= SLID_S * fps]
+    there = (np.linalg.norm(centre[recent] - centre[came], axis=1) <= SLID_NEAR * torso[recent]) & (
+        np.abs(np.log(torso[recent] / torso[came])) <= SLID_SIZE
+    )
+    if not there.any():
+        return recent[:0]
+    return recent[np.flatnonzero(there)[-1] + 1 :]
 
 
 # A reading whose skeleton is under SHRUNK of the readings' around it (the median of its bones' ratios) is not the
