@@ -1056,7 +1056,7 @@ def _slid_away(
 ) -> np.ndarray:
     """The readings of `run` (indices into `seen`, in order towards its leap) after it was last where the
     reading `came`, across the leap, is: empty where it never was there within SLID_S of the leap."""
-    recent = run[np.abs(seen[run] - seen[came]) <= SLID_S * fps]
+    recent = run[np.abs(seen[run] - seen[run[-1]]) <= SLID_S * fps]
     there = (np.linalg.norm(centre[recent] - centre[came], axis=1) <= SLID_NEAR * torso[recent]) & (
         np.abs(np.log(torso[recent] / torso[came])) <= SLID_SIZE
     )
