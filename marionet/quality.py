@@ -16,16 +16,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marionet.config import get_settings
 from marionet.engine.cpu.pose import (
+    PoseTrack,
     detect_image_pose,
     extract_pose_track,
     landmarks_array,
+    load_track,
     person_box,
     pose_solution,
     torso_centre,
     torso_length,
+    track_file,
 )
 from marionet.errors import InputError, MarionetError
+from marionet.media.cache import file_sha256, pose_cache_dir
 from marionet.media.validate import decode_image
 from marionet.media.video import VideoInfo, probe_video, read_frames
 
@@ -169,7 +174,7 @@ def _analyse_driving(path: str, mtime_ns: int, info: VideoInfo, frames: int) -> 
     several people in it BlazePose's tracker follows whoever it finds first; where that is not the person the
     engine animates (the largest), the clip is read again showing only that person, frame by frame."""
     reading = _analyse_video(Path(path), info, frames, histograms=False)
-    track = extract_pose_track(Path(path), info, lambda done: None)
+    track = _engine_track(Path(path), info)
     if not track.detected.any() or track.frame_count < frames:
         return reading
     both = reading.detected & track.detected[:frames]
@@ -182,6 +187,15 @@ def _analyse_driving(path: str, mtime_ns: int, info: VideoInfo, frames: int) -> 
         return reading
     shown = np.array([person_box(points, info) for points in track.keypoints[:frames]])
     return _analyse_video(Path(path), info, frames, histograms=False, shown=shown)
+
+
+def _engine_track(path: Path, info: VideoInfo) -> PoseTrack:
+    """The engine's pose track of a driving video: from the pose cache of the data directory the settings name,
+    where the engine has read this clip (`marionet animate`, the server), else read now (a pose pass)."""
+    cached = load_track(pose_cache_dir(get_settings()) / track_file(file_sha256(path)))
+    if cached is not None and cached.frame_count == info.output_frame_count:
+        return cached
+    return extract_pose_track(path, info, lambda done: None)
 
 
 def _image_histogram(path: Path) -> np.ndarray | None:

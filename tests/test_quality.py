@@ -17,9 +17,11 @@ from test_engine import CACHE, CASES, WORK, Dancer, dancers_clip, driving_track,
 from marionet import quality
 from marionet.engine.base import AnimationRequest
 from marionet.engine.cpu import engine as cpu_engine
+from marionet.engine.cpu import pose
 from marionet.engine.cpu.engine import CpuEngine
 from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import J, joints_from_landmarks
+from marionet.media.cache import file_sha256
 from marionet.media.video import VideoWriter, probe_video
 from marionet.quality import QualityReport, Targets, evaluate
 
@@ -392,3 +394,32 @@ def test_with_several_people_the_driver_is_read_where_the_engine_follows(tmp_pat
     driver = quality._analyse_driving(str(clip), clip.stat().st_mtime_ns, info, frames)
     assert driver.detected.mean() > 0.7
     assert np.all((hips(driver) > large.x0) & (hips(driver) < large.x1))
+
+
+def test_the_eval_takes_the_drivers_track_from_the_engines_cache(tmp_path, monkeypatch):
+    # The eval read the driver with the engine's pose pass each time (about 3 s on the dance) though the engine
+    # had cached that track where it animated the clip. It now takes it from the pose cache of the data
+    # directory the settings name, and reads the clip only where the engine has not.
+    clip = DATA / "halfbody_talk_3s.mp4"
+    info = probe_video(clip)
+    monkeypatch.setenv("MARIONET_DATA_DIR", str(tmp_path))
+    quality.get_settings.cache_clear()
+    track = driving_track("halfbody_talk_3s.mp4")
+    read: list[str] = []
+
+    def pose_pass(path, info, on_batch):
+        read.append(path.name)
+        return track
+
+    monkeypatch.setattr(quality, "extract_pose_track", pose_pass)
+    try:
+        assert quality._engine_track(clip, info) is track and read == ["halfbody_talk_3s.mp4"]
+        cached = pose.PoseTrack(
+            keypoints=track.keypoints + 7.0, detected=track.detected, fps=track.fps, width=1920, height=1080
+        )
+        pose.save_track(cached, tmp_path / "cache" / "poses" / pose.track_file(file_sha256(clip)))
+        found = quality._engine_track(clip, info)
+        assert read == ["halfbody_talk_3s.mp4"]  # no second pose pass
+        assert np.allclose(found.keypoints, track.keypoints + 7.0)
+    finally:
+        quality.get_settings.cache_clear()

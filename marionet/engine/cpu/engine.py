@@ -162,7 +162,7 @@ class CpuEngine:
         """
         video_path = request.video_path
         digest = request.video_sha256 or file_sha256(video_path)
-        key = f"{digest}-{pose_stage.TRACK_VERSION}.npz"
+        key = pose_stage.track_file(digest)
         cached = pose_stage.load_track(self.cache_dir / key)
         if cached is not None and cached.frame_count == info.output_frame_count:
             return cached, 0.0

@@ -1162,6 +1162,11 @@ def _one_euro(values: np.ndarray, fps: float, min_cutoff: float, beta: float, d_
     return out
 
 
+def track_file(video_sha256: str) -> str:
+    """The pose cache's file name for the track of the video with this content hash (this TRACK_VERSION)."""
+    return f"{video_sha256}-{TRACK_VERSION}.npz"
+
+
 def save_track(track: PoseTrack, path: Path) -> None:
     """Write a track atomically (a half-written cache file must never be read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
