@@ -32,7 +32,7 @@ L_FOOT, R_FOOT = 31, 32
 N_LANDMARKS = 33
 
 # Bump when decoding, detection or post-processing changes, so cached tracks of older code are not reused.
-TRACK_VERSION = "v9"
+TRACK_VERSION = "v10"
 ANALYSIS_SIDE = 384  # the detector works at 256 px; decoding smaller than the source is most of the speed
 POSE_LANES = 2  # BlazePose graphs running side by side on the clip's chunks, one core each
 MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 30, 120
