@@ -987,10 +987,17 @@ def drop_detours(track: PoseTrack) -> None:
     than the run across its leap, unless that run slid over to them from the person rather than leapt
     (_slid_away): then what it read after it left the person. Followed, the character slid across the canvas
     with them and snapped back; filled as a gap, it holds its pose while the person is hidden."""
-    runs = _runs(track)
-    if runs is None:
+    seen = np.flatnonzero(track.detected)
+    if len(seen) < 3:
         return
-    seen, centre, torso, leaps, edges = runs
+    points = track.keypoints[seen]
+    centre = torso_centre(points)
+    torso = np.maximum(torso_length(points), 1.0)
+    step = np.linalg.norm(np.diff(centre, axis=0), axis=1) / np.minimum(torso[1:], torso[:-1])
+    leaps = step >= JUMP * np.diff(seen)  # between seen[j] and seen[j + 1]
+    ends = leaps | (np.diff(seen) >= DETOUR_GAP * track.fps)
+    # Run r is seen[edges[r] + 1 : edges[r + 1] + 1].
+    edges = [-1, *np.flatnonzero(ends).tolist(), len(seen) - 1]
     lengths = np.diff(edges)
     leap_before = [run > 0 and bool(leaps[edges[run]]) for run in range(len(lengths))]
     leap_after = [run < len(lengths) - 1 and bool(leaps[edges[run + 1]]) for run in range(len(lengths))]
@@ -1021,24 +1028,6 @@ def drop_detours(track: PoseTrack) -> None:
         track.detected[seen[edges[run] + 1 : edges[run + 1] + 1]] = False
     for away in slid:
         track.detected[seen[away]] = False
-
-
-def _runs(
-    track: PoseTrack,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]] | None:
-    """The track's readings split into runs at leaps and gaps (drop_detours): the frames seen, their torsos'
-    centres and lengths, whether each step between two readings is a leap, and the runs' edges (run r is
-    seen[edges[r] + 1 : edges[r + 1] + 1]); None with under three readings."""
-    seen = np.flatnonzero(track.detected)
-    if len(seen) < 3:
-        return None
-    points = track.keypoints[seen]
-    centre = torso_centre(points)
-    torso = np.maximum(torso_length(points), 1.0)
-    step = np.linalg.norm(np.diff(centre, axis=0), axis=1) / np.minimum(torso[1:], torso[:-1])
-    leaps = step >= JUMP * np.diff(seen)  # between seen[j] and seen[j + 1]
-    ends = leaps | (np.diff(seen) >= DETOUR_GAP * track.fps)
-    return seen, centre, torso, leaps, [-1, *np.flatnonzero(ends).tolist(), len(seen) - 1]
 
 
 # Where the tracker slid from the person followed onto someone passing close by, it moved as a dancer can
