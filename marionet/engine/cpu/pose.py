@@ -732,11 +732,13 @@ def _follow_one_person(
 
     if larger is not None:
         reread(0, int(np.argmax(found[0])), larger)
-    others = one_person() or larger is not None
+    if not one_person() and larger is None:
+        return
     people: list[list[tuple[np.ndarray, np.ndarray]]] = []  # per person read, per chunk: (landmarks, seen)
-    while others:
+    others = True  # someone else was seen beside the person just read
+    while True:
         people.append(this_person())
-        if len(people) == MAX_PEOPLE:
+        if not others or len(people) == MAX_PEOPLE:
             break
         # Someone else was seen beside the people read so far: follow them too, through the whole clip with
         # those hidden (the chunks side by side, as in the first pass, then made one person as that was).
@@ -768,10 +770,6 @@ def _follow_one_person(
         if larger is not None:
             reread(0, int(np.argmax(found[0])), larger, hidden[0])
         others = one_person(hidden) or larger is not None
-        if not others:
-            people.append(this_person())
-    if not people:
-        return
     presence = [_presence(chunks, *zip(*person, strict=True)) for person in people]
     kept = int(np.argmax(presence))
     if presence[kept] <= LARGER_PERSON * presence[0]:
