@@ -25,6 +25,7 @@ from marionet.engine.cpu.pose import (
     load_track,
     person_box,
     pose_solution,
+    shown_only,
     torso_centre,
     torso_length,
     track_file,
@@ -134,10 +135,7 @@ def _analyse_video(
             if index >= frames:
                 break
             if shown is not None:
-                x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in shown[index])
-                only = np.full_like(rgb, 128)
-                only[y0:y1, x0:x1] = rgb[y0:y1, x0:x1]
-                rgb = only
+                rgb = shown_only(rgb, shown[index], info)
             if index == 0:
                 _settle(pose, rgb)
             result = pose.process(rgb)

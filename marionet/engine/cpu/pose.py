@@ -814,10 +814,23 @@ def _hiding(
 
 def _hidden(rgb: np.ndarray, points: np.ndarray, info: VideoInfo) -> np.ndarray:
     """A copy of an analysis frame with the box around a person's landmarks (source pixels) painted grey."""
-    x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in person_box(points, info))
     hidden = rgb.copy()
-    hidden[y0:y1, x0:x1] = 128
+    hidden[_inside(person_box(points, info), rgb, info)] = 128
     return hidden
+
+
+def shown_only(rgb: np.ndarray, box: tuple[int, int, int, int], info: VideoInfo) -> np.ndarray:
+    """A copy of an analysis frame painted grey outside a box (x0, y0, x1, y1 in source pixels)."""
+    shown = np.full_like(rgb, 128)
+    inside = _inside(box, rgb, info)
+    shown[inside] = rgb[inside]
+    return shown
+
+
+def _inside(box: tuple[int, int, int, int], rgb: np.ndarray, info: VideoInfo) -> tuple[slice, slice]:
+    """The rows and columns of an analysis frame inside a box in source pixels."""
+    x0, y0, x1, y1 = (round(v * rgb.shape[1] / info.width) for v in box)
+    return slice(y0, y1), slice(x0, x1)
 
 
 def _larger_person(
@@ -901,11 +914,7 @@ def _read_chunk(
             if shown_frames >= SEAM_FRAMES:
                 focus = None
             if focus is not None:
-                scale = rgb.shape[1] / info.width
-                x0, y0, x1, y1 = (round(v * scale) for v in focus)
-                shown = np.full_like(rgb, 128)
-                shown[y0:y1, x0:x1] = rgb[y0:y1, x0:x1]
-                rgb = shown
+                rgb = shown_only(rgb, focus, info)
             points = _person_landmarks(pose, rgb, info)
             if points is not None:
                 reading[index - first] = points
