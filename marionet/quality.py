@@ -19,16 +19,15 @@ import numpy as np
 from marionet.config import get_settings
 from marionet.engine.cpu.pose import (
     PoseTrack,
+    cached_track,
     detect_image_pose,
     extract_pose_track,
     landmarks_array,
-    load_track,
     person_box,
     pose_solution,
     shown_only,
     torso_centre,
     torso_length,
-    track_file,
 )
 from marionet.errors import InputError, MarionetError
 from marionet.media.cache import file_sha256, pose_cache_dir
@@ -190,10 +189,8 @@ def _analyse_driving(path: str, mtime_ns: int, info: VideoInfo, frames: int) -> 
 def _engine_track(path: Path, info: VideoInfo) -> PoseTrack:
     """The engine's pose track of a driving video: from the pose cache of the data directory the settings name,
     where the engine has read this clip (`marionet animate`, the server), else read now (a pose pass)."""
-    cached = load_track(pose_cache_dir(get_settings()) / track_file(file_sha256(path)))
-    if cached is not None and cached.frame_count == info.output_frame_count:
-        return cached
-    return extract_pose_track(path, info, lambda done: None)
+    cached = cached_track(pose_cache_dir(get_settings()), file_sha256(path), info.output_frame_count)
+    return cached if cached is not None else extract_pose_track(path, info, lambda done: None)
 
 
 def _image_histogram(path: Path) -> np.ndarray | None:

@@ -162,9 +162,8 @@ class CpuEngine:
         """
         video_path = request.video_path
         digest = request.video_sha256 or file_sha256(video_path)
-        key = pose_stage.track_file(digest)
-        cached = pose_stage.load_track(self.cache_dir / key)
-        if cached is not None and cached.frame_count == info.output_frame_count:
+        cached = pose_stage.cached_track(self.cache_dir, digest, info.output_frame_count)
+        if cached is not None:
             return cached, 0.0
         total = info.output_frame_count
         progress(0.0, "analysing motion")
@@ -219,7 +218,7 @@ class CpuEngine:
                     track = closer
         # A read-only or full cache only costs speed next time.
         with contextlib.suppress(OSError):
-            pose_stage.save_track(track, self.cache_dir / key)
+            pose_stage.save_track(track, self.cache_dir / pose_stage.track_file(digest))
         return track, share
 
 

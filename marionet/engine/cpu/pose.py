@@ -1163,6 +1163,12 @@ def track_file(video_sha256: str) -> str:
     return f"{video_sha256}-{TRACK_VERSION}.npz"
 
 
+def cached_track(cache_dir: Path, video_sha256: str, frames: int) -> PoseTrack | None:
+    """The track cached in `cache_dir` for the video with this content hash, if it has `frames` frames."""
+    track = load_track(cache_dir / track_file(video_sha256))
+    return track if track is not None and track.frame_count == frames else None
+
+
 def save_track(track: PoseTrack, path: Path) -> None:
     """Write a track atomically (a half-written cache file must never be read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
