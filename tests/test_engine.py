@@ -37,7 +37,7 @@ from marionet.engine.cpu.retarget import retarget
 from marionet.engine.cpu.rig import CharacterRig, J, joints_from_landmarks
 from marionet.errors import EngineError, MarionetError, TaskCancelled
 from marionet.media.cache import InputCache
-from marionet.media.video import VideoWriter, probe_video, read_frames
+from marionet.media.video import VideoInfo, VideoWriter, probe_video, read_frames
 from marionet.quality import angles_between
 
 # One folder for the session's engine outputs (test_quality reuses them), removed when pytest exits.
@@ -97,6 +97,16 @@ def driving_track(video_name: str = "dance_fullbody_12s.mp4") -> pose.PoseTrack:
         request, probe_video(video), lambda f, m: None, lambda: None
     )
     return track
+
+
+def copied(track: pose.PoseTrack) -> pose.PoseTrack:
+    """A track whose keypoints and detected flags can be changed without changing `track` (a cached one)."""
+    return dataclasses.replace(track, keypoints=track.keypoints.copy(), detected=track.detected.copy())
+
+
+def hips_of(track: pose.PoseTrack) -> np.ndarray:
+    """The x of the hips' midpoint in each frame of a track."""
+    return (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
 
 
 @functools.cache
@@ -717,7 +727,7 @@ def test_with_two_people_the_larger_one_is_followed(tmp_path, big_on_the_left):
             writer.write(np.ascontiguousarray(frame))
     track = pose.extract_pose_track(clip, probe_video(clip), lambda done: None)
     assert track.person_share > 0.9
-    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    hips_x = hips_of(track)
     assert np.all((hips_x > big_x) & (hips_x < big_x + 304))
 
 
@@ -819,7 +829,7 @@ def test_with_two_dancers_one_is_followed_across_every_chunk(tmp_path, right_sca
     assert len(pose.pose_chunks(twins.output_frame_count)) >= 4
     track = pose.extract_pose_track(clip, twins, lambda done: None)
     assert track.person_share > 0.9
-    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    hips_x = hips_of(track)
     followed_left = hips_x[0] < 360
     assert np.all((hips_x < 360) == followed_left)
     if right_scale < 1.0:
@@ -871,6 +881,21 @@ def dancers_clip(path: Path, seconds: float, dancers: list[Dancer], width: int =
     return path
 
 
+def engine_pose_pass(
+    clip: Path, tmp_path: Path
+) -> tuple[VideoInfo, pose.PoseTrack, float, list[tuple[float, str]]]:
+    """The engine's pose pass on a clip of two chunks or more: the clip's info, the track, the share of the bar
+    it took and the progress it reported (fraction, message)."""
+    info = probe_video(clip)
+    assert len(pose.pose_chunks(info.output_frame_count)) >= 2
+    calls: list[tuple[float, str]] = []
+    request = AnimationRequest(DATA / "dance_ref_cartoon.png", clip, tmp_path / "out.mp4")
+    track, share = CpuEngine(cache_dir=tmp_path / "poses")._pose_track(
+        request, info, lambda fraction, message: calls.append((fraction, message)), lambda: None
+    )
+    return info, track, share, calls
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stays", [True, False], ids=["comes_in_and_dances", "passes_by"])
 def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(tmp_path, stays, monkeypatch):
@@ -891,13 +916,7 @@ def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(t
         moving=lambda now: int(max(460, 960 - min(now - came, went - now) * 600)),
     )
     clip = dancers_clip(tmp_path / "later.mp4", 6.0, [small, large], width=960)
-    later = probe_video(clip)
-    assert len(pose.pose_chunks(later.output_frame_count)) >= 2
-    calls: list[tuple[float, str]] = []
-    request = AnimationRequest(DATA / "dance_ref_cartoon.png", clip, tmp_path / "out.mp4")
-    track, share = CpuEngine(cache_dir=tmp_path / "poses")._pose_track(
-        request, later, lambda fraction, message: calls.append((fraction, message)), lambda: None
-    )
+    later, track, share, calls = engine_pose_pass(clip, tmp_path)
     # The bar goes on moving while the clip is read again, and the render starts where that ended.
     fractions = [fraction for fraction, _ in calls]
     assert fractions == sorted(fractions)
@@ -905,7 +924,7 @@ def test_a_larger_dancer_who_comes_in_later_is_followed_and_a_passer_by_is_not(t
     assert len(again) >= 8 and again[0] >= cpu_engine.POSE_SHARE
     assert share == pytest.approx(cpu_engine.POSE_SHARE + cpu_engine.OTHERS_SHARE)
     assert again[-1] <= share
-    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    hips_x = hips_of(track)
     on_the_left = (hips_x > small.x0) & (hips_x < small.x1)
     if stays:
         whole = slice(round(1.8 * later.output_fps), None)  # from when the larger one is all in the frame
@@ -943,17 +962,12 @@ def test_of_three_people_the_one_who_fills_the_clip_most_is_followed_through_it(
         Dancer(960, 1230, 0.75, behind=30),
         Dancer(460, 820, 1.0, since=0.5),
     ]
-    clip = dancers_clip(tmp_path / "three.mp4", 4.0, dancers)
-    three = probe_video(clip)
-    assert len(pose.pose_chunks(three.output_frame_count)) >= 2
-    calls: list[tuple[float, str]] = []
-    request = AnimationRequest(DATA / "dance_ref_cartoon.png", clip, tmp_path / "out.mp4")
-    track, share = CpuEngine(cache_dir=tmp_path / "poses")._pose_track(
-        request, three, lambda fraction, message: calls.append((fraction, message)), lambda: None
+    three, track, share, calls = engine_pose_pass(
+        dancers_clip(tmp_path / "three.mp4", 4.0, dancers), tmp_path
     )
     fractions = [fraction for fraction, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] <= share
-    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    hips_x = hips_of(track)
     middle = dancers[2]
     came = round(0.6 * three.output_fps)
     assert track.detected[came:].all()
@@ -1060,7 +1074,7 @@ def test_a_run_of_readings_that_leaps_away_and_back_is_a_gap_and_a_fast_dance_is
     assert fast.detected.all()
     pose.drop_detours(fast)
     assert fast.detected.all()
-    passed = dataclasses.replace(track, keypoints=track.keypoints.copy(), detected=track.detected.copy())
+    passed = copied(track)
     by = range(100, 125)
     torso = float(np.median(pose.torso_length(track.keypoints)))
     centre = passed.keypoints[by, :, :2].mean(axis=1, keepdims=True)
@@ -1081,7 +1095,7 @@ def test_a_tracker_that_slid_onto_a_passer_by_is_cut_where_it_left_the_dancer():
     # and the character stood at the frame's edge for it. What the run read after it was last at her place and
     # her size is the gap now; the passer-by crossing her place, larger, does not count as her.
     track = driving_track()
-    slid = dataclasses.replace(track, keypoints=track.keypoints.copy(), detected=track.detected.copy())
+    slid = copied(track)
     by = np.arange(100, 151)
     torso = float(np.median(pose.torso_length(track.keypoints)))
     centre = slid.keypoints[by, :, :2].mean(axis=1, keepdims=True)
@@ -1121,7 +1135,7 @@ def test_someone_passing_in_front_of_the_dancer_is_not_followed(tmp_path, at):
     )
     clip = dancers_clip(tmp_path / "passer.mp4", 7.0, [dancer, passer], width=960)
     track = pose.extract_pose_track(clip, probe_video(clip), lambda done: None)
-    hips_x = (track.keypoints[:, pose.L_HIP, 0] + track.keypoints[:, pose.R_HIP, 0]) / 2
+    hips_x = hips_of(track)
     assert track.detected.mean() > 0.7
     assert np.all((hips_x > 400) & (hips_x < 560))  # the dancer's, 300-660; the passer-by went to 0
 
@@ -1363,7 +1377,7 @@ def _walking(track: pose.PoseTrack, offset: np.ndarray) -> pose.PoseTrack:
     """The track moved across its frame by `offset` (frames,) pixels, its person lost (as BlazePose loses a body
     half out of the frame) wherever the pelvis is past 0.95 of the frame's width or before 0.05 of it, and those
     frames filled as the pose pass fills them."""
-    moved = dataclasses.replace(track, keypoints=track.keypoints.copy(), detected=track.detected.copy())
+    moved = copied(track)
     moved.keypoints[..., 0] += offset[:, None].astype(np.float32)
     pelvis = moved.keypoints[:, [pose.L_HIP, pose.R_HIP], 0].mean(axis=1)
     moved.detected &= (pelvis < 0.95 * track.width) & (pelvis > 0.05 * track.width)
